@@ -1,0 +1,3 @@
+"""puffer: fast, config-driven reinforcement learning."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,556 @@
+"""Observation and action spaces: ``Discrete``, ``MultiDiscrete``, ``Box``, ``Dict``, ``Tuple``.
+
+Every space has a ``shape`` and ``dtype`` (those of one value), draws values with ``sample``,
+tests them with ``contains``, and validates actions with ``check`` (one value) and ``check_batch``
+(a leading batch axis), raising ``ValueError`` with the expected and received values.
+``flatten``/``unflatten`` convert ``Dict``/``Tuple`` values to and from one flat float32 vector,
+with any leading batch axes kept. ``to_gymnasium``/``from_gymnasium`` convert spaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Box",
+    "Dict",
+    "Discrete",
+    "MultiDiscrete",
+    "Space",
+    "Tuple",
+    "flatdim",
+    "flatten",
+    "flatten_space",
+    "from_gymnasium",
+    "unflatten",
+]
+
+
+def _describe(x: Any) -> str:
+    """Short description of a received value for error messages."""
+    if isinstance(x, np.ndarray) or hasattr(x, "shape"):
+        arr = np.asarray(x) if not hasattr(x, "detach") else x.detach().cpu().numpy()
+        body = np.array2string(arr, threshold=8, edgeitems=2, max_line_width=80)
+        return f"{type(x).__name__}(shape={tuple(arr.shape)}, dtype={arr.dtype}) {body}"
+    return f"{x!r} ({type(x).__name__})"
+
+
+def _as_array(x: Any) -> np.ndarray:
+    """Array view of an action: numpy arrays and CPU tensors without a copy, scalars boxed."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach"):  # torch.Tensor, possibly on an accelerator
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+class Space:
+    """Base class: a set of values of one ``shape`` and ``dtype`` with its own RNG."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any, seed: int | None = None):
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self._rng = np.random.default_rng(seed)
+
+    def seed(self, seed: int | None = None) -> None:
+        """Reseed the RNG that ``sample()`` uses when no generator is passed."""
+        self._rng = np.random.default_rng(seed)
+
+    def sample(self, rng: np.random.Generator | None = None) -> Any:
+        """One random value of the space."""
+        raise NotImplementedError
+
+    def sample_batch(self, n: int, rng: np.random.Generator | None = None) -> Any:
+        """``n`` random values stacked on a leading axis."""
+        raise NotImplementedError
+
+    def contains(self, x: Any) -> bool:
+        """Whether ``x`` is a value of this space (shape, dtype kind and bounds)."""
+        try:
+            self.check(x)
+        except ValueError:
+            return False
+        return True
+
+    def __contains__(self, x: Any) -> bool:
+        return self.contains(x)
+
+    def check(self, x: Any, where: str = "action") -> Any:
+        """Validate one value; return it as this space's type. Raises ``ValueError``."""
+        raise NotImplementedError
+
+    def check_batch(self, x: Any, n: int, where: str = "actions") -> Any:
+        """Validate ``n`` values stacked on a leading axis. Raises ``ValueError``."""
+        raise NotImplementedError
+
+    def to_gymnasium(self) -> Any:
+        """The equivalent ``gymnasium.spaces`` space."""
+        raise NotImplementedError
+
+    def _fail(self, where: str, x: Any, problem: str) -> ValueError:
+        return ValueError(f"{where}: {problem}; expected a value of {self!r}, got {_describe(x)}")
+
+
+class _IntegerSpace(Space):
+    """Shared checks for Discrete and MultiDiscrete: integer dtype, shape, bounds."""
+
+    low: np.ndarray | np.int64
+    high: np.ndarray | np.int64  # inclusive
+
+    def _check_array(self, arr: np.ndarray, shape: tuple[int, ...], where: str, x: Any) -> None:
+        if arr.shape != shape:
+            raise self._fail(where, x, f"wrong shape {arr.shape}, expected {shape}")
+        if arr.dtype.kind not in "iu":
+            raise self._fail(
+                where, x, f"wrong dtype {arr.dtype}, expected integers (cast with .astype(np.int64))"
+            )
+        if arr.size and ((arr < self.low).any() or (arr > self.high).any()):
+            bad = np.argwhere((arr < self.low) | (arr > self.high))[0]
+            raise self._fail(
+                where, x, f"value {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)} out of range"
+            )
+
+
+class Discrete(_IntegerSpace):
+    """Integers ``start, ..., start + n - 1``. A value is an int64 scalar, shape ``()``."""
+
+    def __init__(self, n: int, start: int = 0, seed: int | None = None):
+        if int(n) != n or n < 1:
+            raise ValueError(f"Discrete(n={n!r}): n must be a positive integer")
+        super().__init__((), np.int64, seed)
+        self.n = int(n)
+        self.start = int(start)
+        self.low = np.int64(self.start)
+        self.high = np.int64(self.start + self.n - 1)
+
+    def sample(self, rng: np.random.Generator | None = None) -> np.int64:
+        rng = rng or self._rng
+        return np.int64(self.start + rng.integers(self.n))
+
+    def sample_batch(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        rng = rng or self._rng
+        return self.start + rng.integers(self.n, size=n, dtype=np.int64)
+
+    def check(self, x: Any, where: str = "action") -> np.int64:
+        if isinstance(x, (bool, np.bool_)):
+            raise self._fail(where, x, "wrong dtype bool, expected an integer")
+        if isinstance(x, int):  # fast path for the common Python int
+            if not self.start <= x < self.start + self.n:
+                raise self._fail(where, x, f"value {x} out of range")
+            return np.int64(x)
+        arr = _as_array(x)
+        if arr.shape == (1,):  # tolerate a one-element array, as a policy might output
+            arr = arr.reshape(())
+        self._check_array(arr, (), where, x)
+        return np.int64(arr)
+
+    def check_batch(self, x: Any, n: int, where: str = "actions") -> np.ndarray:
+        arr = _as_array(x)
+        if arr.shape == (n, 1):
+            arr = arr.reshape(n)
+        self._check_array(arr, (n,), where, x)
+        return arr
+
+    def to_gymnasium(self) -> Any:
+        import gymnasium
+
+        return gymnasium.spaces.Discrete(self.n, start=self.start)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Discrete) and (self.n, self.start) == (other.n, other.start)
+
+    def __hash__(self) -> int:
+        return hash(("Discrete", self.n, self.start))
+
+    def __repr__(self) -> str:
+        return f"Discrete({self.n})" if self.start == 0 else f"Discrete({self.n}, start={self.start})"
+
+
+class MultiDiscrete(_IntegerSpace):
+    """A vector of independent integers, component ``i`` in ``[0, nvec[i])``; int64, shape ``(k,)``."""
+
+    def __init__(self, nvec: Sequence[int] | np.ndarray, seed: int | None = None):
+        nvec_arr = np.asarray(nvec, dtype=np.int64)
+        if nvec_arr.ndim != 1 or nvec_arr.size == 0 or (nvec_arr < 1).any():
+            raise ValueError(
+                f"MultiDiscrete(nvec={nvec!r}): nvec must be a non-empty 1-D list of positive ints"
+            )
+        super().__init__(nvec_arr.shape, np.int64, seed)
+        self.nvec = nvec_arr
+        self.low = np.zeros_like(nvec_arr)
+        self.high = nvec_arr - 1
+
+    def sample(self, rng: np.random.Generator | None = None) -> np.ndarray:
+        rng = rng or self._rng
+        return rng.integers(self.nvec, dtype=np.int64)
+
+    def sample_batch(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        rng = rng or self._rng
+        return rng.integers(self.nvec, size=(n, *self.shape), dtype=np.int64)
+
+    def check(self, x: Any, where: str = "action") -> np.ndarray:
+        arr = _as_array(x)
+        self._check_array(arr, self.shape, where, x)
+        return arr
+
+    def check_batch(self, x: Any, n: int, where: str = "actions") -> np.ndarray:
+        arr = _as_array(x)
+        self._check_array(arr, (n, *self.shape), where, x)
+        return arr
+
+    def to_gymnasium(self) -> Any:
+        import gymnasium
+
+        return gymnasium.spaces.MultiDiscrete(self.nvec)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MultiDiscrete) and np.array_equal(self.nvec, other.nvec)
+
+    def __hash__(self) -> int:
+        return hash(("MultiDiscrete", tuple(self.nvec.tolist())))
+
+    def __repr__(self) -> str:
+        return f"MultiDiscrete({self.nvec.tolist()})"
+
+
+class Box(Space):
+    """Arrays of ``shape`` and ``dtype`` with elementwise bounds ``low <= x <= high`` (may be inf)."""
+
+    def __init__(
+        self,
+        low: float | np.ndarray,
+        high: float | np.ndarray,
+        shape: Sequence[int] | None = None,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+    ):
+        dtype = np.dtype(dtype)
+        if dtype.kind not in "fiu":
+            raise ValueError(f"Box(dtype={dtype}): dtype must be a float or integer type")
+        if shape is None:
+            shape = np.broadcast_shapes(np.shape(low), np.shape(high))
+        shape = tuple(int(s) for s in shape)
+        super().__init__(shape, dtype, seed)
+        self.low = np.broadcast_to(np.asarray(low, dtype=dtype), shape).copy()
+        self.high = np.broadcast_to(np.asarray(high, dtype=dtype), shape).copy()
+        if (self.low > self.high).any():
+            raise ValueError(f"Box: low > high somewhere (low={self.low}, high={self.high})")
+        self._bounded = bool(np.isfinite(self.low).all() and np.isfinite(self.high).all())
+
+    @classmethod
+    def uniform(
+        cls, shape: Sequence[int], low: float, high: float, dtype: Any = np.float32
+    ) -> Box:
+        """A Box of ``shape`` with the same bounds on every element (the seed's ``Box::uniform``)."""
+        return cls(low, high, shape=shape, dtype=dtype)
+
+    def is_bounded(self) -> bool:
+        return self._bounded
+
+    def _sample(self, size: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        low, high = self.low.astype(np.float64), self.high.astype(np.float64)
+        if self.dtype.kind in "iu":
+            return rng.integers(low, high + 1, size=size).astype(self.dtype)
+        lo_fin, hi_fin = np.isfinite(low), np.isfinite(high)
+        x = rng.uniform(np.where(lo_fin, low, 0), np.where(hi_fin, high, 0), size=size)
+        # Unbounded sides as in gymnasium: normal if both open, shifted exponential if one is.
+        normal = rng.normal(size=size)
+        expo = rng.exponential(size=size)
+        x = np.where(~lo_fin & ~hi_fin, normal, x)
+        x = np.where(lo_fin & ~hi_fin, low + expo, x)
+        x = np.where(~lo_fin & hi_fin, high - expo, x)
+        return x.astype(self.dtype)
+
+    def sample(self, rng: np.random.Generator | None = None) -> np.ndarray:
+        return self._sample(self.shape, rng or self._rng)
+
+    def sample_batch(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        return self._sample((n, *self.shape), rng or self._rng)
+
+    def _check_array(self, arr: np.ndarray, shape: tuple[int, ...], where: str, x: Any) -> None:
+        if arr.shape != shape:
+            raise self._fail(where, x, f"wrong shape {arr.shape}, expected {shape}")
+        if arr.dtype.kind not in "fiu":
+            raise self._fail(where, x, f"wrong dtype {arr.dtype}, expected {self.dtype}")
+        if arr.dtype.kind == "f" and np.isnan(arr).any():
+            raise self._fail(where, x, "NaN in action")
+        if (arr < self.low).any() or (arr > self.high).any():
+            bad = np.argwhere((arr < self.low) | (arr > self.high))[0]
+            raise self._fail(
+                where,
+                x,
+                f"value {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)} out of bounds "
+                "(wrap the env in puffer.wrappers.ClipAction to clip instead)",
+            )
+
+    def check(self, x: Any, where: str = "action") -> np.ndarray:
+        arr = _as_array(x)
+        if arr.shape == () and self.shape == (1,):
+            arr = arr.reshape(1)
+        self._check_array(arr, self.shape, where, x)
+        return arr
+
+    def check_batch(self, x: Any, n: int, where: str = "actions") -> np.ndarray:
+        arr = _as_array(x)
+        if arr.shape == (n,) and self.shape == (1,):
+            arr = arr.reshape(n, 1)
+        self._check_array(arr, (n, *self.shape), where, x)
+        return arr
+
+    def to_gymnasium(self) -> Any:
+        import gymnasium
+
+        return gymnasium.spaces.Box(self.low, self.high, shape=self.shape, dtype=self.dtype)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Box)
+            and self.shape == other.shape
+            and self.dtype == other.dtype
+            and np.array_equal(self.low, other.low)
+            and np.array_equal(self.high, other.high)
+        )
+
+    def __hash__(self) -> int:
+        return hash(("Box", self.shape, self.dtype.str))
+
+    def __repr__(self) -> str:
+        def bound(b: np.ndarray) -> str:
+            def fmt(v: float) -> str:
+                return f"{v:.4g}" if b.dtype.kind == "f" else str(int(v))
+
+            if b.size and (b == b.flat[0]).all():
+                return fmt(b.flat[0])
+            return "[" + ", ".join(fmt(v) for v in b.flat) + "]"
+
+        return f"Box({bound(self.low)}, {bound(self.high)}, {self.shape}, {self.dtype})"
+
+
+class Dict(Space):
+    """A mapping of names to spaces; a value is a dict with the same keys (insertion order kept)."""
+
+    def __init__(self, spaces: Mapping[str, Space] | None = None, seed: int | None = None, **kw):
+        spaces = dict(spaces or {}, **kw)
+        if not spaces:
+            raise ValueError("Dict: needs at least one subspace")
+        for key, sub in spaces.items():
+            if not isinstance(sub, Space):
+                raise ValueError(f"Dict: subspace {key!r} is {sub!r}, not a puffer.spaces.Space")
+        super().__init__((), object, seed)
+        self.spaces: dict[str, Space] = spaces
+
+    def seed(self, seed: int | None = None) -> None:
+        super().seed(seed)
+        for i, sub in enumerate(self.spaces.values()):
+            sub.seed(None if seed is None else seed + i)
+
+    def __getitem__(self, key: str) -> Space:
+        return self.spaces[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.spaces)
+
+    def __len__(self) -> int:
+        return len(self.spaces)
+
+    def keys(self) -> Any:
+        return self.spaces.keys()
+
+    def items(self) -> Any:
+        return self.spaces.items()
+
+    def sample(self, rng: np.random.Generator | None = None) -> dict[str, Any]:
+        return {k: s.sample(rng) for k, s in self.spaces.items()}
+
+    def sample_batch(self, n: int, rng: np.random.Generator | None = None) -> dict[str, Any]:
+        return {k: s.sample_batch(n, rng) for k, s in self.spaces.items()}
+
+    def check(self, x: Any, where: str = "action") -> dict[str, Any]:
+        if not isinstance(x, Mapping) or set(x) != set(self.spaces):
+            raise self._fail(where, x, f"expected a dict with keys {list(self.spaces)}")
+        return {k: s.check(x[k], f"{where}[{k!r}]") for k, s in self.spaces.items()}
+
+    def check_batch(self, x: Any, n: int, where: str = "actions") -> dict[str, Any]:
+        if not isinstance(x, Mapping) or set(x) != set(self.spaces):
+            raise self._fail(where, x, f"expected a dict with keys {list(self.spaces)}")
+        return {k: s.check_batch(x[k], n, f"{where}[{k!r}]") for k, s in self.spaces.items()}
+
+    def to_gymnasium(self) -> Any:
+        import gymnasium
+
+        return gymnasium.spaces.Dict({k: s.to_gymnasium() for k, s in self.spaces.items()})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Dict) and list(self.spaces.items()) == list(other.spaces.items())
+
+    def __hash__(self) -> int:
+        return hash(("Dict", tuple(self.spaces)))
+
+    def __repr__(self) -> str:
+        return "Dict(" + ", ".join(f"{k}: {s!r}" for k, s in self.spaces.items()) + ")"
+
+
+class Tuple(Space):
+    """A fixed sequence of spaces; a value is a tuple of their values."""
+
+    def __init__(self, spaces: Sequence[Space], seed: int | None = None):
+        spaces = tuple(spaces)
+        if not spaces or not all(isinstance(s, Space) for s in spaces):
+            raise ValueError(f"Tuple: needs a non-empty sequence of Space, got {spaces!r}")
+        super().__init__((), object, seed)
+        self.spaces: tuple[Space, ...] = spaces
+
+    def seed(self, seed: int | None = None) -> None:
+        super().seed(seed)
+        for i, sub in enumerate(self.spaces):
+            sub.seed(None if seed is None else seed + i)
+
+    def __getitem__(self, i: int) -> Space:
+        return self.spaces[i]
+
+    def __len__(self) -> int:
+        return len(self.spaces)
+
+    def sample(self, rng: np.random.Generator | None = None) -> tuple[Any, ...]:
+        return tuple(s.sample(rng) for s in self.spaces)
+
+    def sample_batch(self, n: int, rng: np.random.Generator | None = None) -> tuple[Any, ...]:
+        return tuple(s.sample_batch(n, rng) for s in self.spaces)
+
+    def check(self, x: Any, where: str = "action") -> tuple[Any, ...]:
+        if not isinstance(x, (tuple, list)) or len(x) != len(self.spaces):
+            raise self._fail(where, x, f"expected a tuple of {len(self.spaces)} values")
+        return tuple(s.check(v, f"{where}[{i}]") for i, (s, v) in enumerate(zip(self.spaces, x)))
+
+    def check_batch(self, x: Any, n: int, where: str = "actions") -> tuple[Any, ...]:
+        if not isinstance(x, (tuple, list)) or len(x) != len(self.spaces):
+            raise self._fail(where, x, f"expected a tuple of {len(self.spaces)} batches")
+        return tuple(
+            s.check_batch(v, n, f"{where}[{i}]") for i, (s, v) in enumerate(zip(self.spaces, x))
+        )
+
+    def to_gymnasium(self) -> Any:
+        import gymnasium
+
+        return gymnasium.spaces.Tuple([s.to_gymnasium() for s in self.spaces])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tuple) and self.spaces == other.spaces
+
+    def __hash__(self) -> int:
+        return hash(("Tuple", len(self.spaces)))
+
+    def __repr__(self) -> str:
+        return "Tuple(" + ", ".join(repr(s) for s in self.spaces) + ")"
+
+
+# --- flattening -------------------------------------------------------------------------------
+
+
+def _leaves(space: Space) -> list[Space]:
+    if isinstance(space, Dict):
+        return [leaf for sub in space.spaces.values() for leaf in _leaves(sub)]
+    if isinstance(space, Tuple):
+        return [leaf for sub in space.spaces for leaf in _leaves(sub)]
+    return [space]
+
+
+def _leaf_values(space: Space, x: Any) -> list[Any]:
+    if isinstance(space, Dict):
+        return [v for k, sub in space.spaces.items() for v in _leaf_values(sub, x[k])]
+    if isinstance(space, Tuple):
+        return [v for sub, xi in zip(space.spaces, x) for v in _leaf_values(sub, xi)]
+    return [x]
+
+
+def flatdim(space: Space) -> int:
+    """Length of the flat vector for one value of ``space``."""
+    return sum(int(np.prod(leaf.shape, dtype=np.int64)) for leaf in _leaves(space))
+
+
+def flatten_space(space: Space) -> Box:
+    """The float32 ``Box`` of flat vectors; bounds are the leaves' bounds, concatenated."""
+    lows, highs = [], []
+    for leaf in _leaves(space):
+        size = int(np.prod(leaf.shape, dtype=np.int64))
+        lo = np.broadcast_to(np.asarray(leaf.low, dtype=np.float32), leaf.shape)  # type: ignore[attr-defined]
+        hi = np.broadcast_to(np.asarray(leaf.high, dtype=np.float32), leaf.shape)  # type: ignore[attr-defined]
+        lows.append(lo.reshape(size))
+        highs.append(hi.reshape(size))
+    return Box(np.concatenate(lows), np.concatenate(highs), dtype=np.float32)
+
+
+def flatten(space: Space, x: Any) -> np.ndarray:
+    """One float32 vector of ``x``'s leaves in order; leading batch axes are kept.
+
+    For ``space`` with flat size ``D`` and a value batched over ``B...``, returns shape ``(*B, D)``.
+    """
+    parts = []
+    lead: tuple[int, ...] | None = None
+    for leaf, value in zip(_leaves(space), _leaf_values(space, x)):
+        arr = np.asarray(value)
+        nd = len(leaf.shape)
+        this_lead = arr.shape[: arr.ndim - nd]
+        if arr.shape[arr.ndim - nd :] != leaf.shape or (lead is not None and this_lead != lead):
+            raise ValueError(f"flatten: value of shape {arr.shape} does not fit {leaf!r}")
+        lead = this_lead
+        parts.append(arr.reshape(*this_lead, -1).astype(np.float32, copy=False))
+    return np.concatenate(parts, axis=-1)
+
+
+def unflatten(space: Space, flat: Any) -> Any:
+    """Inverse of ``flatten`` for numpy arrays or torch tensors of shape ``(*B, D)``.
+
+    Numpy leaves are cast back to their space's dtype; torch leaves stay floating point for models.
+    """
+    is_numpy = isinstance(flat, np.ndarray)
+    lead = tuple(flat.shape[:-1])
+    offset = 0
+
+    def build(sp: Space) -> Any:
+        nonlocal offset
+        if isinstance(sp, Dict):
+            return {k: build(sub) for k, sub in sp.spaces.items()}
+        if isinstance(sp, Tuple):
+            return tuple(build(sub) for sub in sp.spaces)
+        size = int(np.prod(sp.shape, dtype=np.int64))
+        part = flat[..., offset : offset + size].reshape(*lead, *sp.shape)
+        offset += size
+        return part.astype(sp.dtype) if is_numpy else part
+
+    out = build(space)
+    if offset != flat.shape[-1]:
+        raise ValueError(f"unflatten: got {flat.shape[-1]} values, {space!r} needs {offset}")
+    return out
+
+
+# --- gymnasium ---------------------------------------------------------------------------------
+
+
+def from_gymnasium(space: Any) -> Space:
+    """Convert a ``gymnasium.spaces`` space (Discrete, MultiDiscrete, Box, Dict, Tuple)."""
+    import gymnasium.spaces as gs
+
+    if isinstance(space, gs.Discrete):
+        return Discrete(int(space.n), start=int(space.start))
+    if isinstance(space, gs.MultiDiscrete):
+        if np.asarray(space.nvec).ndim != 1:
+            raise ValueError(f"from_gymnasium: only 1-D MultiDiscrete is supported, got {space}")
+        if np.any(np.asarray(getattr(space, "start", 0)) != 0):
+            raise ValueError(f"from_gymnasium: MultiDiscrete with start != 0 unsupported: {space}")
+        return MultiDiscrete(space.nvec)
+    if isinstance(space, gs.MultiBinary):
+        return Box(0, 1, shape=space.shape, dtype=np.int8)
+    if isinstance(space, gs.Box):
+        return Box(space.low, space.high, shape=space.shape, dtype=space.dtype)
+    if isinstance(space, gs.Dict):
+        return Dict({k: from_gymnasium(s) for k, s in space.spaces.items()})
+    if isinstance(space, gs.Tuple):
+        return Tuple([from_gymnasium(s) for s in space.spaces])
+    raise ValueError(
+        f"from_gymnasium: {type(space).__name__} is not supported "
+        "(use Discrete, MultiDiscrete, MultiBinary, Box, Dict or Tuple)"
+    )
