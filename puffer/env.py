@@ -7,6 +7,7 @@ together, writing into preallocated numpy buffers and auto-resetting finished ro
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
@@ -139,7 +140,11 @@ class PufferEnv:
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
-        for name, guard in (("reset", _guard_reset), ("step", _guard_step), ("close", _guard_close)):
+        for name, guard in (
+            ("reset", _guard_reset),
+            ("step", _guard_step),
+            ("close", _guard_close),
+        ):
             fn = cls.__dict__.get(name)
             if fn is not None and not getattr(fn, "_puffer_guarded", False):
                 setattr(cls, name, guard(fn))
@@ -218,7 +223,9 @@ class Buffers:
     @classmethod
     def allocate(cls, obs_space: Space, act_space: Space, n: int) -> Buffers:
         """Fresh zeroed buffers for ``n`` rows."""
-        return cls(**{k: np.zeros(s, d) for k, (s, d) in cls.specs(obs_space, act_space, n).items()})
+        return cls(
+            **{k: np.zeros(s, d) for k, (s, d) in cls.specs(obs_space, act_space, n).items()}
+        )
 
     def __getitem__(self, rows: slice) -> Buffers:
         """Views of a contiguous range of rows (what a sub-env or worker writes into)."""
@@ -274,7 +281,9 @@ class VecEnv:
         Call before ``reset``; every implementation reads and writes its buffers through these
         attributes, so rebinding moves the env's output without a copy.
         """
-        specs = Buffers.specs(self.single_observation_space, self.single_action_space, self.num_envs)
+        specs = Buffers.specs(
+            self.single_observation_space, self.single_action_space, self.num_envs
+        )
         for name, (shape, dtype) in specs.items():
             arr = getattr(buffers, name)
             if arr.shape != shape or arr.dtype != dtype:
@@ -298,9 +307,7 @@ class VecEnv:
         observations, _, _, _, infos, _ = self.recv()
         return observations, infos
 
-    def step(
-        self, actions: Any
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos]:
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos]:
         """Step every row with ``actions`` of shape ``(num_envs, *single_action_space.shape)``."""
         if self.batch_size != self.num_envs:
             raise RuntimeError(
@@ -391,10 +398,8 @@ class VecEnv:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         return (

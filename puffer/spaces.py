@@ -105,12 +105,16 @@ class _IntegerSpace(Space):
             raise self._fail(where, x, f"wrong shape {arr.shape}, expected {shape}")
         if arr.dtype.kind not in "iu":
             raise self._fail(
-                where, x, f"wrong dtype {arr.dtype}, expected integers (cast with .astype(np.int64))"
+                where,
+                x,
+                f"wrong dtype {arr.dtype}, expected integers (cast with .astype(np.int64))",
             )
         if arr.size and ((arr < self.low).any() or (arr > self.high).any()):
             bad = np.argwhere((arr < self.low) | (arr > self.high))[0]
             raise self._fail(
-                where, x, f"value {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)} out of range"
+                where,
+                x,
+                f"value {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)} out of range",
             )
 
 
@@ -166,7 +170,9 @@ class Discrete(_IntegerSpace):
         return hash(("Discrete", self.n, self.start))
 
     def __repr__(self) -> str:
-        return f"Discrete({self.n})" if self.start == 0 else f"Discrete({self.n}, start={self.start})"
+        return (
+            f"Discrete({self.n})" if self.start == 0 else f"Discrete({self.n}, start={self.start})"
+        )
 
 
 class MultiDiscrete(_IntegerSpace):
@@ -241,9 +247,7 @@ class Box(Space):
         self._bounded = bool(np.isfinite(self.low).all() and np.isfinite(self.high).all())
 
     @classmethod
-    def uniform(
-        cls, shape: Sequence[int], low: float, high: float, dtype: Any = np.float32
-    ) -> Box:
+    def uniform(cls, shape: Sequence[int], low: float, high: float, dtype: Any = np.float32) -> Box:
         """A Box of ``shape`` with the same bounds on every element (the seed's ``Box::uniform``)."""
         return cls(low, high, shape=shape, dtype=dtype)
 

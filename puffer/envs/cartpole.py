@@ -58,15 +58,15 @@ def render_text(x: float, theta: float, width: int = 61, height: int = 9) -> str
     """A terminal drawing: the track, the cart at ``x`` and the pole leaning by ``theta``."""
     grid = [[" "] * width for _ in range(height)]
     scale = (width - 1) / (2 * X_THRESHOLD)
-    cx = int(round((min(max(x, -X_THRESHOLD), X_THRESHOLD) + X_THRESHOLD) * scale))
+    cx = round((min(max(x, -X_THRESHOLD), X_THRESHOLD) + X_THRESHOLD) * scale)
     track = height - 1
     grid[track] = ["="] * width
     for dx in range(-2, 3):
         if 0 <= cx + dx < width:
             grid[track - 1][cx + dx] = "#"
     for i in range(1, height - 1):  # the pole, from the cart upward; columns are ~half a row wide
-        px = cx + int(round(2 * i * math.sin(theta)))
-        py = track - 1 - int(round(i * math.cos(theta)))
+        px = cx + round(2 * i * math.sin(theta))
+        py = track - 1 - round(i * math.cos(theta))
         if 0 <= px < width and 0 <= py < track - 1:
             grid[py][px] = "o" if i == height - 2 else "|/\\"[int(np.sign(round(theta, 2)))]
     status = f"x={x:+.2f}  theta={math.degrees(theta):+.1f} deg"
