@@ -1,0 +1,123 @@
+"""Checkpoint files: atomic writes, clear errors on unreadable files, a rotating directory.
+
+A checkpoint is a dict saved with ``torch.save`` and loaded with ``weights_only=True`` (so only
+tensors, numpy arrays and plain Python values: store RNG states as lists/ints, not tuples).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["CheckpointDir", "CheckpointError", "load", "save"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, not a checkpoint, or does not fit the model."""
+
+
+def save(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``obj`` to ``path`` atomically: temp file in the same directory, fsync, rename.
+
+    A crash or signal during the write leaves the previous file at ``path`` untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by ``save``; raises ``CheckpointError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for truncated or foreign files
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"checkpoint {path} ({size} bytes) is unreadable: truncated, corrupted or not a puffer "
+            f"checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(obj).__name__}, not a checkpoint dict"
+        )
+    return obj
+
+
+class CheckpointDir:
+    """A directory of ``model_<step>.pt`` files keeping the newest ``keep`` and a ``latest`` pointer.
+
+    ``latest`` is a small text file naming the newest complete checkpoint, replaced atomically after
+    that checkpoint is on disk, so it never points at a partial file.
+    """
+
+    PATTERN = re.compile(r"^model_(\d+)\.pt$")
+
+    def __init__(self, directory: str | os.PathLike[str], keep: int = 3):
+        if keep < 1:
+            raise ValueError(f"keep={keep}: must keep at least one checkpoint")
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def save(self, obj: dict[str, Any], step: int) -> Path:
+        """Write the checkpoint for ``step``, point ``latest`` at it, delete the oldest beyond ``keep``."""
+        path = save(obj, self.directory / f"model_{step:012d}.pt")
+        pointer = self.directory / "latest"
+        fd, tmp = tempfile.mkstemp(prefix=".latest.", dir=self.directory)
+        with os.fdopen(fd, "w") as f:
+            f.write(path.name + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, pointer)
+        _fsync_dir(self.directory)
+        for old in self.all()[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def all(self) -> list[Path]:
+        """Checkpoint files, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = [p for p in self.directory.iterdir() if self.PATTERN.match(p.name)]
+        return sorted(found, key=lambda p: int(self.PATTERN.match(p.name)[1]))  # type: ignore[index]
+
+    def latest(self) -> Path | None:
+        """The newest checkpoint: the one ``latest`` names, else the highest step; None if none."""
+        pointer = self.directory / "latest"
+        if pointer.is_file():
+            named = self.directory / pointer.read_text().strip()
+            if named.is_file():
+                return named
+        files = self.all()
+        return files[-1] if files else None
