@@ -1,7 +1,8 @@
 """Checkpoint files: atomic writes, clear errors on unreadable files, a rotating directory.
 
-A checkpoint is a dict saved with ``torch.save`` and loaded with ``weights_only=True`` (so only
-tensors, numpy arrays and plain Python values: store RNG states as lists/ints, not tuples).
+A checkpoint is a dict saved with ``torch.save`` and loaded with ``weights_only=True``: tensors,
+numpy arrays and scalars of numeric/bool dtypes, and plain Python values (store RNG states as
+lists/ints, not tuples). Nothing else is unpickled, so a checkpoint cannot run code.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 __all__ = ["CheckpointDir", "CheckpointError", "load", "save"]
 
@@ -26,6 +27,8 @@ def save(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 
     A crash or signal during the write leaves the previous file at ``path`` untouched.
     """
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -55,13 +58,34 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _numpy_globals() -> list[Any]:
+    """What unpickling numpy arrays and scalars needs: reconstructors and the numeric dtypes."""
+    core = getattr(np, "_core", None) or np.core
+    dtypes = [
+        type(np.dtype(t)) for t in (*np.sctypeDict.values(), bool) if np.dtype(t).kind in "biufc"
+    ]
+    return [
+        core.multiarray._reconstruct,
+        core.multiarray.scalar,
+        np.ndarray,
+        np.dtype,
+        *set(dtypes),
+    ]
+
+
+_SAFE_GLOBALS = _numpy_globals()
+
+
 def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by ``save``; raises ``CheckpointError`` naming the file."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
         size = path.stat().st_size
         raise CheckpointError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
@@ -67,12 +68,34 @@ def _lifecycle_error(name: str, method: str, phase: str) -> RuntimeError:
     )
 
 
+def _check_spaces(env: PufferEnv) -> None:
+    for attr in ("observation_space", "action_space"):
+        space = getattr(env, attr, None)
+        if not isinstance(space, Space):
+            hint = (
+                " (convert gymnasium spaces with puffer.spaces.from_gymnasium)"
+                if type(space).__module__.startswith("gymnasium")
+                else ""
+            )
+            raise TypeError(
+                f"{type(env).__name__}.{attr} is {space!r}, not a puffer.spaces.Space{hint}"
+            )
+
+
 def _guard_reset(fn: Any) -> Any:
     @functools.wraps(fn)
     def reset(self: PufferEnv, seed: int | None = None, **kw: Any) -> tuple[Any, dict[str, Any]]:
-        if self.__dict__.get("_puffer_phase") == _CLOSED:
+        phase = self.__dict__.get("_puffer_phase", _NEW)
+        if phase == _CLOSED:
             raise _lifecycle_error(type(self).__name__, "reset", _CLOSED)
-        out = fn(self, seed, **kw)
+        if phase == _NEW:
+            _check_spaces(self)
+        out = fn(self, seed=seed, **kw)
+        if type(out) is not tuple or len(out) != 2:
+            raise TypeError(
+                f"{type(self).__name__}.reset() returned {type(out).__name__}; it must return "
+                "a tuple (observation, info)"
+            )
         self._puffer_phase = _READY
         return out
 
@@ -88,7 +111,13 @@ def _guard_step(fn: Any) -> Any:
             raise _lifecycle_error(type(self).__name__, "step", phase)
         action = self.action_space.check(action, where=f"{type(self).__name__}.step")
         result = fn(self, action)
-        if not isinstance(result, StepResult):
+        if type(result) is not StepResult:
+            if not isinstance(result, tuple) or len(result) != 5:
+                raise TypeError(
+                    f"{type(self).__name__}.step() returned {type(result).__name__}"
+                    f"{f' of length {len(result)}' if isinstance(result, tuple) else ''}; it must "
+                    "return StepResult(observation, reward, terminated, truncated, info)"
+                )
             result = StepResult(*result)
         if result.terminated or result.truncated:
             self._puffer_phase = _ENDED
@@ -117,7 +146,9 @@ class PufferEnv:
     or properties) and implement ``reset`` and ``step``. ``step`` receives an action already checked
     against ``action_space`` (wrong shape, dtype, range or NaN raise ``ValueError`` naming the env),
     and calling it before ``reset``, after the episode ended, or after ``close`` raises a clear error.
-    These checks are added to subclasses automatically.
+    These checks are added to subclasses automatically, as are clear errors for a ``reset`` without
+    a ``seed`` parameter (at class definition), non-puffer spaces, and wrong return values.
+    ``reset(seed=None)`` should continue the env's RNG; a seed restarts it.
 
     Example::
 
@@ -140,6 +171,17 @@ class PufferEnv:
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
+        reset = cls.__dict__.get("reset")
+        if reset is not None and not getattr(reset, "_puffer_guarded", False):
+            try:
+                params = inspect.signature(reset).parameters
+            except (TypeError, ValueError):  # not introspectable: let reset() itself fail
+                params = {"seed": None}  # type: ignore[dict-item]
+            if "seed" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                raise TypeError(
+                    f"{cls.__name__}.reset{inspect.signature(reset)} must accept a seed "
+                    "argument: def reset(self, seed=None)"
+                )
         for name, guard in (
             ("reset", _guard_reset),
             ("step", _guard_step),
@@ -180,6 +222,11 @@ class PufferEnv:
 
 def array_space(space: Space, what: str) -> None:
     """Raise unless ``space`` is stored as one array per row (Box, Discrete, MultiDiscrete)."""
+    if not isinstance(space, Space):
+        raise TypeError(
+            f"{what} {space!r} is not a puffer.spaces.Space "
+            "(convert gymnasium spaces with puffer.spaces.from_gymnasium)"
+        )
     if not isinstance(space, (Box, Discrete, MultiDiscrete)):
         raise TypeError(
             f"{what} {space!r} cannot be stored in a VecEnv buffer: use Box, Discrete or "

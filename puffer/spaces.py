@@ -1,14 +1,16 @@
 """Observation and action spaces: ``Discrete``, ``MultiDiscrete``, ``Box``, ``Dict``, ``Tuple``.
 
-Every space has a ``shape`` and ``dtype`` (those of one value), draws values with ``sample``,
-tests them with ``contains``, and validates actions with ``check`` (one value) and ``check_batch``
-(a leading batch axis), raising ``ValueError`` with the expected and received values.
-``flatten``/``unflatten`` convert ``Dict``/``Tuple`` values to and from one flat float32 vector,
-with any leading batch axes kept. ``to_gymnasium``/``from_gymnasium`` convert spaces.
+Every space has a ``shape`` and ``dtype`` (those of one value), draws values with ``sample``
+(``sample_batch`` for a leading batch axis), tests them with ``contains``, and validates actions
+with ``check`` (one value) and ``check_batch`` (a leading batch axis), raising ``ValueError`` that
+names the expected space and the received value. ``flatten``/``unflatten`` convert ``Dict``/``Tuple``
+values to and from one flat float32 vector (numpy or torch, leading batch axes kept);
+``to_gymnasium``/``from_gymnasium`` convert spaces.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -29,22 +31,26 @@ __all__ = [
 ]
 
 
-def _describe(x: Any) -> str:
-    """Short description of a received value for error messages."""
-    if isinstance(x, np.ndarray) or hasattr(x, "shape"):
-        arr = np.asarray(x) if not hasattr(x, "detach") else x.detach().cpu().numpy()
-        body = np.array2string(arr, threshold=8, edgeitems=2, max_line_width=80)
-        return f"{type(x).__name__}(shape={tuple(arr.shape)}, dtype={arr.dtype}) {body}"
-    return f"{x!r} ({type(x).__name__})"
+def _is_torch(x: Any) -> bool:
+    return hasattr(x, "detach") and hasattr(x, "device")
 
 
 def _as_array(x: Any) -> np.ndarray:
     """Array view of an action: numpy arrays and CPU tensors without a copy, scalars boxed."""
     if isinstance(x, np.ndarray):
         return x
-    if hasattr(x, "detach"):  # torch.Tensor, possibly on an accelerator
+    if _is_torch(x):  # possibly on an accelerator
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def _describe(x: Any) -> str:
+    """Short description of a received value for error messages."""
+    if isinstance(x, np.ndarray) or _is_torch(x):
+        arr = _as_array(x)
+        body = np.array2string(arr, threshold=8, edgeitems=2, max_line_width=80)
+        return f"{type(x).__name__}(shape={tuple(arr.shape)}, dtype={arr.dtype}) {body}"
+    return f"{x!r} ({type(x).__name__})"
 
 
 class Space:
@@ -68,7 +74,7 @@ class Space:
         raise NotImplementedError
 
     def contains(self, x: Any) -> bool:
-        """Whether ``x`` is a value of this space (shape, dtype kind and bounds)."""
+        """Whether ``x`` is a value of this space (shape, dtype kind, bounds, no NaN)."""
         try:
             self.check(x)
         except ValueError:
@@ -79,7 +85,7 @@ class Space:
         return self.contains(x)
 
     def check(self, x: Any, where: str = "action") -> Any:
-        """Validate one value; return it as this space's type. Raises ``ValueError``."""
+        """Validate one value; return it as an array (or dict/tuple of arrays). Raises ``ValueError``."""
         raise NotImplementedError
 
     def check_batch(self, x: Any, n: int, where: str = "actions") -> Any:
@@ -94,41 +100,70 @@ class Space:
         return ValueError(f"{where}: {problem}; expected a value of {self!r}, got {_describe(x)}")
 
 
-class _IntegerSpace(Space):
-    """Shared checks for Discrete and MultiDiscrete: integer dtype, shape, bounds."""
+def _position(index: np.ndarray, batched: bool) -> str:
+    idx = tuple(int(i) for i in index)
+    if not batched:
+        return f"at index {idx}" if idx else ""
+    return f"in row {idx[0]}" + (f" at index {idx[1:]}" if len(idx) > 1 else "")
 
-    low: np.ndarray | np.int64
-    high: np.ndarray | np.int64  # inclusive
+
+class _ArraySpace(Space):
+    """Shared checks for spaces whose values are one array: shape, dtype kind, bounds, NaN."""
+
+    low: Any
+    high: Any  # inclusive
+    _kinds: str  # accepted dtype kinds of received values
 
     def _check_array(self, arr: np.ndarray, shape: tuple[int, ...], where: str, x: Any) -> None:
+        batched = len(shape) > len(self.shape)
         if arr.shape != shape:
-            raise self._fail(where, x, f"wrong shape {arr.shape}, expected {shape}")
-        if arr.dtype.kind not in "iu":
-            raise self._fail(
-                where,
-                x,
-                f"wrong dtype {arr.dtype}, expected integers (cast with .astype(np.int64))",
+            what = "batch of shape" if batched else "shape"
+            raise self._fail(where, x, f"wrong {what} {arr.shape}, expected {shape}")
+        if arr.dtype.kind not in self._kinds:
+            hint = " (cast with .astype(np.int64))" if self._kinds == "iu" else ""
+            raise self._fail(where, x, f"wrong dtype {arr.dtype}, expected {self.dtype}{hint}")
+        if not self._in_bounds(arr):
+            bad = np.argwhere(~((arr >= self.low) & (arr <= self.high)))[0]
+            value = arr[tuple(bad)]
+            nan = value != value
+            problem = " ".join(
+                p
+                for p in ("NaN" if nan else f"value {value} out of range", _position(bad, batched))
+                if p
             )
-        if arr.size and ((arr < self.low).any() or (arr > self.high).any()):
-            bad = np.argwhere((arr < self.low) | (arr > self.high))[0]
-            raise self._fail(
-                where,
-                x,
-                f"value {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)} out of range",
-            )
+            raise self._fail(where, x, problem + ("" if nan else self._range_hint()))
+
+    def _in_bounds(self, arr: np.ndarray) -> bool:
+        # NaN fails every comparison (and propagates through min/max), so it is caught here too.
+        lo, hi = self._uniform_bounds
+        if lo is None:
+            return bool(((arr >= self.low) & (arr <= self.high)).all())
+        if arr.ndim == 0:
+            return bool(lo <= arr <= hi)
+        return bool(arr.min() >= lo and arr.max() <= hi)
+
+    def _set_bounds(self, low: Any, high: Any) -> None:
+        self.low, self.high = low, high
+        lo, hi = np.asarray(low), np.asarray(high)
+        uniform = lo.size and (lo == lo.flat[0]).all() and (hi == hi.flat[0]).all()
+        self._uniform_bounds = (lo.flat[0], hi.flat[0]) if uniform else (None, None)
+
+    def _range_hint(self) -> str:
+        return ""
 
 
-class Discrete(_IntegerSpace):
+class Discrete(_ArraySpace):
     """Integers ``start, ..., start + n - 1``. A value is an int64 scalar, shape ``()``."""
 
+    _kinds = "iu"
+
     def __init__(self, n: int, start: int = 0, seed: int | None = None):
-        if int(n) != n or n < 1:
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"Discrete(n={n!r}): n must be a positive integer")
         super().__init__((), np.int64, seed)
         self.n = int(n)
         self.start = int(start)
-        self.low = np.int64(self.start)
-        self.high = np.int64(self.start + self.n - 1)
+        self._set_bounds(np.int64(self.start), np.int64(self.start + self.n - 1))
 
     def sample(self, rng: np.random.Generator | None = None) -> np.int64:
         rng = rng or self._rng
@@ -139,9 +174,7 @@ class Discrete(_IntegerSpace):
         return self.start + rng.integers(self.n, size=n, dtype=np.int64)
 
     def check(self, x: Any, where: str = "action") -> np.int64:
-        if isinstance(x, (bool, np.bool_)):
-            raise self._fail(where, x, "wrong dtype bool, expected an integer")
-        if isinstance(x, int):  # fast path for the common Python int
+        if type(x) is int:  # fast path for the common Python int (bool is a subclass: excluded)
             if not self.start <= x < self.start + self.n:
                 raise self._fail(where, x, f"value {x} out of range")
             return np.int64(x)
@@ -175,19 +208,26 @@ class Discrete(_IntegerSpace):
         )
 
 
-class MultiDiscrete(_IntegerSpace):
+class MultiDiscrete(_ArraySpace):
     """A vector of independent integers, component ``i`` in ``[0, nvec[i])``; int64, shape ``(k,)``."""
 
+    _kinds = "iu"
+
     def __init__(self, nvec: Sequence[int] | np.ndarray, seed: int | None = None):
-        nvec_arr = np.asarray(nvec, dtype=np.int64)
-        if nvec_arr.ndim != 1 or nvec_arr.size == 0 or (nvec_arr < 1).any():
+        nvec_arr = np.asarray(nvec)
+        if (
+            nvec_arr.ndim != 1
+            or nvec_arr.size == 0
+            or nvec_arr.dtype.kind not in "iu"
+            or (nvec_arr < 1).any()
+        ):
             raise ValueError(
                 f"MultiDiscrete(nvec={nvec!r}): nvec must be a non-empty 1-D list of positive ints"
             )
+        nvec_arr = nvec_arr.astype(np.int64)
         super().__init__(nvec_arr.shape, np.int64, seed)
         self.nvec = nvec_arr
-        self.low = np.zeros_like(nvec_arr)
-        self.high = nvec_arr - 1
+        self._set_bounds(np.zeros_like(nvec_arr), nvec_arr - 1)
 
     def sample(self, rng: np.random.Generator | None = None) -> np.ndarray:
         rng = rng or self._rng
@@ -222,8 +262,11 @@ class MultiDiscrete(_IntegerSpace):
         return f"MultiDiscrete({self.nvec.tolist()})"
 
 
-class Box(Space):
-    """Arrays of ``shape`` and ``dtype`` with elementwise bounds ``low <= x <= high`` (may be inf)."""
+class Box(_ArraySpace):
+    """Arrays of ``shape`` and ``dtype`` with elementwise bounds ``low <= x <= high`` (may be inf).
+
+    A float Box accepts float or integer input; an integer Box only integers.
+    """
 
     def __init__(
         self,
@@ -236,14 +279,34 @@ class Box(Space):
         dtype = np.dtype(dtype)
         if dtype.kind not in "fiu":
             raise ValueError(f"Box(dtype={dtype}): dtype must be a float or integer type")
-        if shape is None:
-            shape = np.broadcast_shapes(np.shape(low), np.shape(high))
-        shape = tuple(int(s) for s in shape)
+        try:
+            if shape is None:
+                shape = np.broadcast_shapes(np.shape(low), np.shape(high))
+            shape = tuple(int(s) for s in shape)
+            low_arr = np.broadcast_to(np.asarray(low, dtype=np.float64), shape)
+            high_arr = np.broadcast_to(np.asarray(high, dtype=np.float64), shape)
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                f"Box: bounds of shape {np.shape(low)} and {np.shape(high)} do not fit "
+                f"shape={shape}; give scalars or arrays of that shape ({e})"
+            ) from None
+        if np.isnan(low_arr).any() or np.isnan(high_arr).any() or (low_arr > high_arr).any():
+            raise ValueError(f"Box: needs low <= high everywhere, got low={low!r}, high={high!r}")
+        if dtype.kind in "iu":
+            if not (np.isfinite(low_arr).all() and np.isfinite(high_arr).all()):
+                raise ValueError(
+                    f"Box(dtype={dtype}): integer bounds must be finite "
+                    f"(use np.iinfo({dtype}).min/.max for 'unbounded')"
+                )
+            self.low = np.asarray(low, dtype=dtype)
+            self.high = np.asarray(high, dtype=dtype)
+        else:
+            self.low, self.high = low_arr.astype(dtype), high_arr.astype(dtype)
         super().__init__(shape, dtype, seed)
-        self.low = np.broadcast_to(np.asarray(low, dtype=dtype), shape).copy()
-        self.high = np.broadcast_to(np.asarray(high, dtype=dtype), shape).copy()
-        if (self.low > self.high).any():
-            raise ValueError(f"Box: low > high somewhere (low={self.low}, high={self.high})")
+        self._set_bounds(
+            np.broadcast_to(self.low, shape).copy(), np.broadcast_to(self.high, shape).copy()
+        )
+        self._kinds = "iu" if dtype.kind in "iu" else "fiu"
         self._bounded = bool(np.isfinite(self.low).all() and np.isfinite(self.high).all())
 
     @classmethod
@@ -252,21 +315,22 @@ class Box(Space):
         return cls(low, high, shape=shape, dtype=dtype)
 
     def is_bounded(self) -> bool:
+        """Whether every bound is finite."""
         return self._bounded
 
     def _sample(self, size: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-        low, high = self.low.astype(np.float64), self.high.astype(np.float64)
         if self.dtype.kind in "iu":
-            return rng.integers(low, high + 1, size=size).astype(self.dtype)
+            return rng.integers(self.low, self.high, size=size, dtype=self.dtype, endpoint=True)
+        low, high = self.low.astype(np.float64), self.high.astype(np.float64)
         lo_fin, hi_fin = np.isfinite(low), np.isfinite(high)
         x = rng.uniform(np.where(lo_fin, low, 0), np.where(hi_fin, high, 0), size=size)
-        # Unbounded sides as in gymnasium: normal if both open, shifted exponential if one is.
-        normal = rng.normal(size=size)
-        expo = rng.exponential(size=size)
-        x = np.where(~lo_fin & ~hi_fin, normal, x)
-        x = np.where(lo_fin & ~hi_fin, low + expo, x)
-        x = np.where(~lo_fin & hi_fin, high - expo, x)
-        return x.astype(self.dtype)
+        if not self._bounded:  # unbounded sides as in gymnasium: normal, or shifted exponential
+            normal = rng.normal(size=size)
+            expo = rng.exponential(size=size)
+            x = np.where(~lo_fin & ~hi_fin, normal, x)
+            x = np.where(lo_fin & ~hi_fin, low + expo, x)
+            x = np.where(~lo_fin & hi_fin, high - expo, x)
+        return np.clip(x.astype(self.dtype), self.low, self.high)
 
     def sample(self, rng: np.random.Generator | None = None) -> np.ndarray:
         return self._sample(self.shape, rng or self._rng)
@@ -274,21 +338,8 @@ class Box(Space):
     def sample_batch(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
         return self._sample((n, *self.shape), rng or self._rng)
 
-    def _check_array(self, arr: np.ndarray, shape: tuple[int, ...], where: str, x: Any) -> None:
-        if arr.shape != shape:
-            raise self._fail(where, x, f"wrong shape {arr.shape}, expected {shape}")
-        if arr.dtype.kind not in "fiu":
-            raise self._fail(where, x, f"wrong dtype {arr.dtype}, expected {self.dtype}")
-        if arr.dtype.kind == "f" and np.isnan(arr).any():
-            raise self._fail(where, x, "NaN in action")
-        if (arr < self.low).any() or (arr > self.high).any():
-            bad = np.argwhere((arr < self.low) | (arr > self.high))[0]
-            raise self._fail(
-                where,
-                x,
-                f"value {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)} out of bounds "
-                "(wrap the env in puffer.wrappers.ClipAction to clip instead)",
-            )
+    def _range_hint(self) -> str:
+        return " (wrap the env in puffer.wrappers.ClipAction to clip actions instead)"
 
     def check(self, x: Any, where: str = "action") -> np.ndarray:
         arr = _as_array(x)
@@ -323,18 +374,23 @@ class Box(Space):
 
     def __repr__(self) -> str:
         def bound(b: np.ndarray) -> str:
-            def fmt(v: float) -> str:
+            def fmt(v: Any) -> str:
                 return f"{v:.4g}" if b.dtype.kind == "f" else str(int(v))
 
             if b.size and (b == b.flat[0]).all():
                 return fmt(b.flat[0])
+            if b.size > 8:
+                return np.array2string(b.ravel(), threshold=6, edgeitems=3, separator=", ")
             return "[" + ", ".join(fmt(v) for v in b.flat) + "]"
 
         return f"Box({bound(self.low)}, {bound(self.high)}, {self.shape}, {self.dtype})"
 
 
 class Dict(Space):
-    """A mapping of names to spaces; a value is a dict with the same keys (insertion order kept)."""
+    """A mapping of names to spaces; a value is a dict with the same keys (insertion order kept).
+
+    The key order is the order of ``flatten``'s layout.
+    """
 
     def __init__(self, spaces: Mapping[str, Space] | None = None, seed: int | None = None, **kw):
         spaces = dict(spaces or {}, **kw)
@@ -345,8 +401,11 @@ class Dict(Space):
                 raise ValueError(f"Dict: subspace {key!r} is {sub!r}, not a puffer.spaces.Space")
         super().__init__((), object, seed)
         self.spaces: dict[str, Space] = spaces
+        if seed is not None:
+            self.seed(seed)
 
     def seed(self, seed: int | None = None) -> None:
+        """Reseed this space and every subspace (subspace ``i`` with ``seed + i``)."""
         super().seed(seed)
         for i, sub in enumerate(self.spaces.values()):
             sub.seed(None if seed is None else seed + i)
@@ -385,7 +444,10 @@ class Dict(Space):
     def to_gymnasium(self) -> Any:
         import gymnasium
 
-        return gymnasium.spaces.Dict({k: s.to_gymnasium() for k, s in self.spaces.items()})
+        # An OrderedDict keeps our key order (gymnasium sorts the keys of a plain dict).
+        return gymnasium.spaces.Dict(
+            OrderedDict((k, s.to_gymnasium()) for k, s in self.spaces.items())
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Dict) and list(self.spaces.items()) == list(other.spaces.items())
@@ -406,8 +468,11 @@ class Tuple(Space):
             raise ValueError(f"Tuple: needs a non-empty sequence of Space, got {spaces!r}")
         super().__init__((), object, seed)
         self.spaces: tuple[Space, ...] = spaces
+        if seed is not None:
+            self.seed(seed)
 
     def seed(self, seed: int | None = None) -> None:
+        """Reseed this space and every subspace (subspace ``i`` with ``seed + i``)."""
         super().seed(seed)
         for i, sub in enumerate(self.spaces):
             sub.seed(None if seed is None else seed + i)
@@ -417,6 +482,9 @@ class Tuple(Space):
 
     def __len__(self) -> int:
         return len(self.spaces)
+
+    def __iter__(self) -> Iterator[Space]:
+        return iter(self.spaces)
 
     def sample(self, rng: np.random.Generator | None = None) -> tuple[Any, ...]:
         return tuple(s.sample(rng) for s in self.spaces)
@@ -454,18 +522,24 @@ class Tuple(Space):
 # --- flattening -------------------------------------------------------------------------------
 
 
-def _leaves(space: Space) -> list[Space]:
+def _leaves(space: Space) -> list[_ArraySpace]:
     if isinstance(space, Dict):
         return [leaf for sub in space.spaces.values() for leaf in _leaves(sub)]
     if isinstance(space, Tuple):
         return [leaf for sub in space.spaces for leaf in _leaves(sub)]
+    if not isinstance(space, _ArraySpace):
+        raise ValueError(f"cannot flatten {space!r}: not a puffer space")
     return [space]
 
 
 def _leaf_values(space: Space, x: Any) -> list[Any]:
     if isinstance(space, Dict):
+        if not isinstance(x, Mapping) or set(x) != set(space.spaces):
+            raise ValueError(f"flatten: expected a dict with keys {list(space.spaces)}, got {x!r}")
         return [v for k, sub in space.spaces.items() for v in _leaf_values(sub, x[k])]
     if isinstance(space, Tuple):
+        if not isinstance(x, (tuple, list)) or len(x) != len(space.spaces):
+            raise ValueError(f"flatten: expected a tuple of {len(space.spaces)} values, got {x!r}")
         return [v for sub, xi in zip(space.spaces, x) for v in _leaf_values(sub, xi)]
     return [x]
 
@@ -476,41 +550,68 @@ def flatdim(space: Space) -> int:
 
 
 def flatten_space(space: Space) -> Box:
-    """The float32 ``Box`` of flat vectors; bounds are the leaves' bounds, concatenated."""
+    """The float32 ``Box`` of flat vectors; bounds are the leaves' bounds, concatenated.
+
+    Discrete and MultiDiscrete leaves are flattened as their integer values (not one-hot).
+    """
     lows, highs = [], []
     for leaf in _leaves(space):
-        size = int(np.prod(leaf.shape, dtype=np.int64))
-        lo = np.broadcast_to(np.asarray(leaf.low, dtype=np.float32), leaf.shape)  # type: ignore[attr-defined]
-        hi = np.broadcast_to(np.asarray(leaf.high, dtype=np.float32), leaf.shape)  # type: ignore[attr-defined]
-        lows.append(lo.reshape(size))
-        highs.append(hi.reshape(size))
+        lows.append(np.broadcast_to(np.asarray(leaf.low, dtype=np.float32), leaf.shape).ravel())
+        highs.append(np.broadcast_to(np.asarray(leaf.high, dtype=np.float32), leaf.shape).ravel())
     return Box(np.concatenate(lows), np.concatenate(highs), dtype=np.float32)
 
 
-def flatten(space: Space, x: Any) -> np.ndarray:
+def flatten(space: Space, x: Any) -> Any:
     """One float32 vector of ``x``'s leaves in order; leading batch axes are kept.
 
-    For ``space`` with flat size ``D`` and a value batched over ``B...``, returns shape ``(*B, D)``.
+    For ``space`` with flat size ``D`` and a value batched over ``B...``, returns shape
+    ``(*B, D)``: a numpy array, or a torch tensor if the leaves are tensors. Integers above 2**24
+    lose precision in float32.
     """
+    values = _leaf_values(space, x)
+    torch_out = any(_is_torch(v) for v in values)
     parts = []
     lead: tuple[int, ...] | None = None
-    for leaf, value in zip(_leaves(space), _leaf_values(space, x)):
-        arr = np.asarray(value)
+    for leaf, value in zip(_leaves(space), values):
+        arr = value if torch_out and _is_torch(value) else np.asarray(value)
         nd = len(leaf.shape)
-        this_lead = arr.shape[: arr.ndim - nd]
-        if arr.shape[arr.ndim - nd :] != leaf.shape or (lead is not None and this_lead != lead):
-            raise ValueError(f"flatten: value of shape {arr.shape} does not fit {leaf!r}")
+        shape = tuple(arr.shape)
+        this_lead = shape[: len(shape) - nd]
+        if (
+            len(shape) < nd
+            or shape[len(shape) - nd :] != leaf.shape
+            or lead not in (None, this_lead)
+        ):
+            raise ValueError(
+                f"flatten: value of shape {shape} does not fit {leaf!r}"
+                + (f" with batch shape {lead}" if lead else "")
+            )
         lead = this_lead
-        parts.append(arr.reshape(*this_lead, -1).astype(np.float32, copy=False))
-    return np.concatenate(parts, axis=-1)
+        parts.append(arr.reshape((*this_lead, -1)))
+    if torch_out:
+        import torch
+
+        device = next(p.device for p in parts if _is_torch(p))
+        return torch.cat(
+            [torch.as_tensor(p, device=device).to(torch.float32) for p in parts], dim=-1
+        )
+    return np.concatenate([p.astype(np.float32, copy=False) for p in parts], axis=-1)
 
 
 def unflatten(space: Space, flat: Any) -> Any:
     """Inverse of ``flatten`` for numpy arrays or torch tensors of shape ``(*B, D)``.
 
-    Numpy leaves are cast back to their space's dtype; torch leaves stay floating point for models.
+    Numpy leaves are cast back to their space's dtype; torch leaves stay floating point (views of
+    ``flat``) for models.
     """
-    is_numpy = isinstance(flat, np.ndarray)
+    is_numpy = not _is_torch(flat)
+    if is_numpy:
+        flat = np.asarray(flat)
+    if len(flat.shape) == 0 or flat.shape[-1] != flatdim(space):
+        raise ValueError(
+            f"unflatten: got shape {tuple(flat.shape)}, {space!r} needs a last axis of "
+            f"{flatdim(space)}"
+        )
     lead = tuple(flat.shape[:-1])
     offset = 0
 
@@ -521,21 +622,27 @@ def unflatten(space: Space, flat: Any) -> Any:
         if isinstance(sp, Tuple):
             return tuple(build(sub) for sub in sp.spaces)
         size = int(np.prod(sp.shape, dtype=np.int64))
-        part = flat[..., offset : offset + size].reshape(*lead, *sp.shape)
+        part = flat[..., offset : offset + size].reshape((*lead, *sp.shape))
         offset += size
-        return part.astype(sp.dtype) if is_numpy else part
+        if not is_numpy:
+            return part
+        if sp.dtype.kind in "iu":
+            part = np.rint(part)
+        return part.astype(sp.dtype)
 
-    out = build(space)
-    if offset != flat.shape[-1]:
-        raise ValueError(f"unflatten: got {flat.shape[-1]} values, {space!r} needs {offset}")
-    return out
+    return build(space)
 
 
 # --- gymnasium ---------------------------------------------------------------------------------
 
 
 def from_gymnasium(space: Any) -> Space:
-    """Convert a ``gymnasium.spaces`` space (Discrete, MultiDiscrete, Box, Dict, Tuple)."""
+    """Convert a ``gymnasium.spaces`` space (Discrete, MultiDiscrete, MultiBinary, Box, Dict, Tuple).
+
+    A puffer ``Space`` is returned as it is. ``MultiBinary`` becomes an int8 ``Box(0, 1)``.
+    """
+    if isinstance(space, Space):
+        return space
     import gymnasium.spaces as gs
 
     if isinstance(space, gs.Discrete):

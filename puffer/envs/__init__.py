@@ -11,9 +11,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from puffer.env import PufferEnv, VecEnv
+from puffer.envs.bandit import Bandit, BanditVec
 from puffer.envs.cartpole import CartPole, CartPoleVec
+from puffer.envs.memory import Memory, MemoryVec
+from puffer.envs.squared import Squared, SquaredVec
 
-__all__ = ["EnvSpec", "describe", "make", "make_one", "names", "register", "spec"]
+__all__ = [
+    "Bandit",
+    "BanditVec",
+    "CartPole",
+    "CartPoleVec",
+    "EnvSpec",
+    "Memory",
+    "MemoryVec",
+    "Squared",
+    "SquaredVec",
+    "describe",
+    "make",
+    "make_one",
+    "names",
+    "register",
+    "spec",
+]
 
 
 @dataclass(frozen=True)
@@ -78,8 +97,26 @@ def describe(name: str) -> str:
 
 
 register(
+    "bandit",
+    BanditVec,
+    Bandit,
+    "pull the one paying arm of a k-armed bandit (one-step episodes; info: success)",
+)
+register(
     "cartpole",
     CartPoleVec,
     CartPole,
     "balance a pole on a moving cart (gymnasium CartPole-v1 dynamics, 500-step episodes)",
+)
+register(
+    "memory",
+    MemoryVec,
+    Memory,
+    "recall a +-1 cue after `length` blank steps (needs an LSTM; info: success)",
+)
+register(
+    "squared",
+    SquaredVec,
+    Squared,
+    "walk from the centre of an N x N grid to a target cell (info: success)",
 )

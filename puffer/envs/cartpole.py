@@ -1,10 +1,15 @@
 """CartPole: balance a pole on a cart; gymnasium CartPole-v1's dynamics, reward and limits exactly.
 
-Observation ``Box((4,), float32)``: cart position, cart velocity, pole angle, pole angular velocity.
-Action ``Discrete(2)`` (push left/right), or with ``continuous=True`` ``Box(-1, 1, (1,))`` scaling
-the force. Reward 1 every step; terminated when ``|x| > 2.4`` or ``|theta| > 12 deg``; truncated
-after ``max_steps`` (500) steps. ``CartPoleVec`` steps all rows in float32 numpy; ``CartPole`` is the
-one-agent form running the same ``dynamics`` on Python floats (float64, as gymnasium does).
+Observation ``Box((4,), float32)``: cart position, cart velocity, pole angle, pole angular velocity
+(bounds as gymnasium's). Action ``Discrete(2)`` (0 pushes left, 1 right), or with
+``continuous=True`` ``Box(-1, 1, (1,), float32)`` scaling the force (clipped to [-1, 1]).
+Reward 1 every step; terminated when ``|x| > 2.4`` or ``|theta| > 12 deg``; truncated after
+``max_steps`` (500) steps. Per-episode info: ``episode_return``, ``episode_length``.
+
+Both forms compute in float64 with gymnasium's operations in gymnasium's order, so from the same
+state and actions they reproduce CartPole-v1 step for step: ``CartPoleVec`` in place over all rows,
+``CartPole`` (the one-agent form) on Python floats. ``reset(seed)`` draws the same start state as
+gymnasium's ``reset(seed=seed)`` (for the first row).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from puffer.spaces import Box, Discrete, Space
 GRAVITY = 9.8
 MASSCART = 1.0
 MASSPOLE = 0.1
-TOTAL_MASS = MASSCART + MASSPOLE
+TOTAL_MASS = MASSPOLE + MASSCART
 LENGTH = 0.5  # half the pole's length
 POLEMASS_LENGTH = MASSPOLE * LENGTH
 FORCE_MAG = 10.0
@@ -30,25 +35,25 @@ THETA_THRESHOLD = 12 * 2 * math.pi / 360
 X_THRESHOLD = 2.4
 MAX_STEPS = 500
 
-_OBS_HIGH = np.array(
-    [X_THRESHOLD * 2, np.finfo(np.float32).max, THETA_THRESHOLD * 2, np.finfo(np.float32).max],
-    dtype=np.float32,
-)
+_OBS_HIGH = np.array([X_THRESHOLD * 2, np.inf, THETA_THRESHOLD * 2, np.inf], dtype=np.float32)
 
 
-def dynamics(x: Any, x_dot: Any, theta: Any, theta_dot: Any, force: Any, cos: Any, sin: Any) -> Any:
-    """One explicit-Euler step of the cart-pole ODE (Florian 2005), for floats or arrays alike."""
-    costheta = cos(theta)
-    sintheta = sin(theta)
-    temp = (force + POLEMASS_LENGTH * theta_dot * theta_dot * sintheta) / TOTAL_MASS
+def dynamics(
+    x: float, x_dot: float, theta: float, theta_dot: float, force: float
+) -> tuple[float, float, float, float]:
+    """One explicit-Euler step of the cart-pole ODE (Florian 2005) on Python floats."""
+    costheta = math.cos(theta)
+    sintheta = math.sin(theta)
+    temp = (force + POLEMASS_LENGTH * (theta_dot * theta_dot) * sintheta) / TOTAL_MASS
     thetaacc = (GRAVITY * sintheta - costheta * temp) / (
-        LENGTH * (4.0 / 3.0 - MASSPOLE * costheta * costheta / TOTAL_MASS)
+        LENGTH * (4.0 / 3.0 - MASSPOLE * (costheta * costheta) / TOTAL_MASS)
     )
     xacc = temp - POLEMASS_LENGTH * thetaacc * costheta / TOTAL_MASS
     return x + TAU * x_dot, x_dot + TAU * xacc, theta + TAU * theta_dot, theta_dot + TAU * thetaacc
 
 
 def spaces(continuous: bool) -> tuple[Space, Space]:
+    """``(observation_space, action_space)``."""
     obs = Box(-_OBS_HIGH, _OBS_HIGH, dtype=np.float32)
     act: Space = Box(-1.0, 1.0, shape=(1,), dtype=np.float32) if continuous else Discrete(2)
     return obs, act
@@ -74,9 +79,9 @@ def render_text(x: float, theta: float, width: int = 61, height: int = 9) -> str
 
 
 class CartPoleVec(NativeVecEnv):
-    """``num_envs`` cart-poles stepped together in float32 numpy; see the module docstring."""
+    """``num_envs`` cart-poles stepped together in place (float64 state); see the module docstring."""
 
-    state_keys = ("state", "steps")
+    state_keys = ("physics", "steps")
 
     def __init__(
         self,
@@ -89,33 +94,77 @@ class CartPoleVec(NativeVecEnv):
     ):
         obs_space, act_space = spaces(continuous)
         super().__init__(obs_space, act_space, num_envs, buffers, seed)
+        if int(max_steps) != max_steps or max_steps < 1:
+            raise ValueError(f"CartPoleVec: max_steps={max_steps!r} must be a positive int")
         self.continuous = continuous
         self.max_steps = int(max_steps)
-        self.state = np.zeros((4, self.num_envs), np.float32)  # rows: x, x_dot, theta, theta_dot
-        self.steps = np.zeros(self.num_envs, np.int32)
-        self._force = np.array([-FORCE_MAG, FORCE_MAG], np.float32)
+        n = self.num_envs
+        self.physics = np.zeros((4, n))  # rows: x, x_dot, theta, theta_dot (float64, as gymnasium)
+        self.steps = np.zeros(n, np.int64)
+        self._tmp = np.empty((5, n))  # scratch rows, so a step allocates nothing
+        self._flag = np.empty(n, np.bool_)
 
     def _reset_rows(self, rows: np.ndarray) -> None:
-        self.state[:, rows] = self.rng.uniform(-0.05, 0.05, size=(4, len(rows)))
+        start = self.rng.uniform(-0.05, 0.05, size=(4, len(rows)))
+        self.physics[:, rows] = start
         self.steps[rows] = 0
-        self.observations[rows] = self.state[:, rows].T
+        self.observations[rows] = start.T
 
     def _simulate(self) -> None:
+        # dynamics() with every operation in place, in the same order (so the same rounding).
+        x, x_dot, theta, theta_dot = self.physics
+        force, cos, sin, temp, acc = self._tmp
         if self.continuous:
-            force = FORCE_MAG * np.clip(self.actions[:, 0], -1.0, 1.0)
+            np.clip(self.actions[:, 0], -1.0, 1.0, out=force)
+            force *= FORCE_MAG
         else:
-            force = self._force[self.actions]
-        x, x_dot, theta, theta_dot = dynamics(*self.state, force, np.cos, np.sin)
-        self.state[0], self.state[1], self.state[2], self.state[3] = x, x_dot, theta, theta_dot
-        self.observations[:] = self.state.T
-        np.greater(np.abs(x), X_THRESHOLD, out=self.terminals)
-        self.terminals |= np.abs(theta) > THETA_THRESHOLD
+            np.multiply(self.actions, 2 * FORCE_MAG, out=force)  # 0 -> -10, 1 -> +10, exactly
+            force -= FORCE_MAG
+        np.cos(theta, out=cos)
+        np.sin(theta, out=sin)
+        np.square(theta_dot, out=temp)  # temp = (force + pml * theta_dot**2 * sin) / total_mass
+        temp *= POLEMASS_LENGTH
+        temp *= sin
+        temp += force
+        temp /= TOTAL_MASS
+        den = force  # force is no longer needed: reuse its row
+        np.square(cos, out=den)  # den = length * (4/3 - masspole * cos**2 / total_mass)
+        den *= MASSPOLE
+        den /= TOTAL_MASS
+        np.subtract(4.0 / 3.0, den, out=den)
+        den *= LENGTH
+        np.multiply(sin, GRAVITY, out=acc)  # thetaacc = (gravity * sin - cos * temp) / den
+        np.multiply(cos, temp, out=sin)
+        acc -= sin
+        acc /= den
+        xacc = sin
+        np.multiply(acc, POLEMASS_LENGTH, out=xacc)  # xacc = temp - pml * thetaacc * cos / mass
+        xacc *= cos
+        xacc /= TOTAL_MASS
+        np.subtract(temp, xacc, out=xacc)
+        step = cos
+        np.multiply(x_dot, TAU, out=step)
+        x += step
+        xacc *= TAU
+        x_dot += xacc
+        np.multiply(theta_dot, TAU, out=step)
+        theta += step
+        acc *= TAU
+        theta_dot += acc
+
+        obs = self.observations
+        obs[:, 0], obs[:, 1], obs[:, 2], obs[:, 3] = x, x_dot, theta, theta_dot
+        np.abs(x, out=step)
+        np.greater(step, X_THRESHOLD, out=self.terminals)
+        np.abs(theta, out=step)
+        np.greater(step, THETA_THRESHOLD, out=self._flag)
+        self.terminals |= self._flag
         self.steps += 1
         np.greater_equal(self.steps, self.max_steps, out=self.truncations)
-        self.rewards[:] = 1.0
+        self.rewards.fill(1.0)
 
     def render(self, row: int = 0) -> str:
-        return render_text(float(self.state[0, row]), float(self.state[2, row]))
+        return render_text(float(self.physics[0, row]), float(self.physics[2, row]))
 
 
 class CartPole(PufferEnv):
@@ -124,6 +173,8 @@ class CartPole(PufferEnv):
     def __init__(
         self, *, continuous: bool = False, max_steps: int = MAX_STEPS, seed: int | None = None
     ):
+        if int(max_steps) != max_steps or max_steps < 1:
+            raise ValueError(f"CartPole: max_steps={max_steps!r} must be a positive int")
         self.observation_space, self.action_space = spaces(continuous)
         self.continuous = continuous
         self.max_steps = int(max_steps)
@@ -143,11 +194,14 @@ class CartPole(PufferEnv):
             force = FORCE_MAG * min(max(float(action[0]), -1.0), 1.0)
         else:
             force = FORCE_MAG if action == 1 else -FORCE_MAG
-        self.state = x, _, theta, _ = dynamics(*self.state, force, math.cos, math.sin)
+        self.state = x, _, theta, _ = dynamics(*self.state, force)
         self.steps += 1
         terminated = x < -X_THRESHOLD or x > X_THRESHOLD or abs(theta) > THETA_THRESHOLD
         truncated = self.steps >= self.max_steps
-        return StepResult(np.array(self.state, dtype=np.float32), 1.0, terminated, truncated, {})
+        info = {}
+        if terminated or truncated:
+            info = {"episode_return": float(self.steps), "episode_length": self.steps}
+        return StepResult(np.array(self.state, dtype=np.float32), 1.0, terminated, truncated, info)
 
     def render(self) -> str:
         return render_text(self.state[0], self.state[2])

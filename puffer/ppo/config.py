@@ -40,3 +40,64 @@ class PPOConfig:
     adam_beta2: float = 0.999
     normalize_observations: bool = False
     normalize_rewards: bool = False
+
+    def validate(self, num_envs: int) -> None:
+        """Raise ``ValueError`` naming the field and the fix for any inconsistent value.
+
+        ``num_envs`` is the VecEnv's row count (the number of segments per rollout). Call it before
+        starting env workers; ``Trainer`` calls it on construction.
+        """
+        _validate(self, num_envs)
+
+
+_SCHEDULES = ("linear", "cosine", "constant")
+_OPTIMIZERS = ("adam", "muon")
+
+
+def _validate(c: PPOConfig, num_envs: int) -> None:
+    def fail(field: str, value: object, fix: str) -> ValueError:
+        return ValueError(f"ppo.{field}={value!r}: {fix}")
+
+    def positive_int(field: str) -> None:
+        v = getattr(c, field)
+        if isinstance(v, bool) or int(v) != v or v < 1:
+            raise fail(field, v, "must be a positive integer")
+
+    for name in ("total_timesteps", "horizon", "num_minibatches", "update_epochs"):
+        positive_int(name)
+    if isinstance(num_envs, bool) or int(num_envs) != num_envs or num_envs < 1:
+        raise ValueError(f"num_envs={num_envs!r}: must be a positive integer")
+    if num_envs % c.num_minibatches:
+        divisors = [d for d in range(1, num_envs + 1) if num_envs % d == 0]
+        raise fail(
+            "num_minibatches",
+            c.num_minibatches,
+            f"must divide num_envs={num_envs} (minibatches hold whole segments, one per env "
+            f"row): use one of {divisors[:12]} or change vector.num_envs",
+        )
+    for name in ("learning_rate", "ent_coef", "vf_coef", "prio_alpha"):
+        v = getattr(c, name)
+        if not v >= 0:
+            raise fail(name, v, "must be >= 0")
+    for name in ("clip_coef", "vf_clip_coef", "max_grad_norm", "adam_eps"):
+        v = getattr(c, name)
+        if not v > 0:
+            raise fail(name, v, "must be > 0")
+    for name in ("vtrace_rho_clip", "vtrace_c_clip"):
+        v = getattr(c, name)
+        if not v > 0:
+            raise fail(name, v, "must be > 0 (1.0 is standard V-trace)")
+    for name in ("gamma", "gae_lambda", "prio_beta0"):
+        v = getattr(c, name)
+        if not 0 <= v <= 1:
+            raise fail(name, v, "must be in [0, 1]")
+    for name in ("adam_beta1", "adam_beta2"):
+        v = getattr(c, name)
+        if not 0 <= v < 1:
+            raise fail(name, v, "must be in [0, 1)")
+    if c.target_kl is not None and not c.target_kl > 0:
+        raise fail("target_kl", c.target_kl, "must be > 0, or null to disable the KL early stop")
+    if c.lr_schedule not in _SCHEDULES:
+        raise fail("lr_schedule", c.lr_schedule, f"unknown schedule: use one of {list(_SCHEDULES)}")
+    if c.optimizer not in _OPTIMIZERS:
+        raise fail("optimizer", c.optimizer, f"unknown optimizer: use one of {list(_OPTIMIZERS)}")

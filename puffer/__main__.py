@@ -1,0 +1,7 @@
+"""``python -m puffer``: the ``puffer`` command (train, eval, list)."""
+
+import sys
+
+from puffer.cli import main
+
+sys.exit(main())

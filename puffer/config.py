@@ -1,0 +1,434 @@
+"""Hydra config schemas, composition and validation for ``puffer.train`` / ``puffer.eval``.
+
+The top-level schema ``TrainConfig`` is registered in Hydra's ConfigStore as ``puffer_schema`` and
+sits first in ``conf/config.yaml``'s defaults, so every YAML value merged on top of it is checked
+against these dataclasses (and ``PPOConfig``/``PolicyConfig``, the same classes the Trainer takes)
+at compose time. ``compose`` and ``validate`` turn every failure into a ``ConfigError`` whose
+message names the bad key or value and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from puffer.policy import PolicyConfig
+from puffer.ppo.config import PPOConfig
+
+__all__ = [
+    "CONF_DIR",
+    "CheckpointConfig",
+    "ConfigError",
+    "EnvConfig",
+    "LoggerConfig",
+    "TrainConfig",
+    "VectorConfig",
+    "WandbConfig",
+    "compose",
+    "env_label",
+    "explain",
+    "group_options",
+    "import_creator",
+    "register",
+    "validate",
+    "writable_dir_problem",
+]
+
+BACKENDS = ("serial", "multiprocessing")
+DASHBOARDS = ("auto", "rich", "plain", "off")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+@dataclass
+class EnvConfig:
+    """The env: a built-in name (``puffer list``), ``gymnasium`` with a gymnasium ``id``, or
+    ``custom`` with a ``creator`` (``"module:callable"`` returning a PufferEnv, gymnasium Env or
+    VecEnv)."""
+
+    name: str = "cartpole"
+    id: str | None = None  # gymnasium only, e.g. "Acrobot-v1"
+    creator: str | None = None  # custom only, e.g. "my_envs:Corridor"
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the env's constructor
+
+
+@dataclass
+class VectorConfig:
+    """How env rows are stepped: ``num_envs`` rows, in this process or in worker processes."""
+
+    backend: str = "serial"  # "serial" | "multiprocessing"
+    num_envs: int = 8
+    num_workers: int | None = None  # multiprocessing: worker processes (None = CPU cores)
+    batch_size: int | None = None  # rows per asynchronous batch (None = all rows)
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases: ``mode`` offline writes ``<run dir>/wandb/`` for a later ``wandb sync``."""
+
+    enabled: bool = False
+    mode: str = "offline"  # "online" | "offline" | "disabled"
+    project: str = "puffer"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggerConfig:
+    """Metric sinks besides ``metrics.jsonl`` and the terminal, which always get every update."""
+
+    tensorboard: bool = False
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpoints every ``interval`` updates and at the end; the newest ``keep`` are kept."""
+
+    interval: int = 50
+    keep: int = 3
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; ``conf/config.yaml`` fills it in."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    vector: VectorConfig = field(default_factory=VectorConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    torch_threads: int | None = None
+    resume: str | None = None  # a run directory to continue
+    dashboard: str = "auto"  # "auto" | "rich" | "plain" | "off"
+
+
+class ConfigError(ValueError):
+    """A config that cannot run: the message names the bad key or value and how to fix it."""
+
+
+def _conf_dir() -> Path:
+    packaged = Path(__file__).parent / "conf"
+    return (
+        packaged if (packaged / "config.yaml").is_file() else Path(__file__).parent.parent / "conf"
+    )
+
+
+CONF_DIR = _conf_dir()
+
+
+def env_label(name: str, env_id: str | None = None, creator: str | None = None) -> str:
+    """The run directory's env part: the gymnasium id, the custom creator's name, or the name."""
+    if env_id:
+        return str(env_id)
+    if creator:
+        return str(creator).replace(":", ".").rsplit(".", 1)[-1]
+    return str(name)
+
+
+def import_creator(spec: str) -> Any:
+    """The callable ``"package.module:attribute"`` names; ``ConfigError`` with the fix if not."""
+    import importlib
+
+    module_name, _, attr = str(spec).partition(":")
+    if not module_name or not attr:
+        raise ConfigError(
+            f"env.creator={spec!r}: use 'module:callable', e.g. env.creator=my_envs:Corridor"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # as `python -m` does: modules next to where you run it
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(
+            f"env.creator={spec}: cannot import {module_name!r} ({e}); make it importable "
+            "(run from its directory or add it to PYTHONPATH)"
+        ) from e
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        names = [n for n in dir(module) if not n.startswith("_")]
+        raise ConfigError(
+            f"env.creator={spec}: {module_name} has no {attr!r}.{_did_you_mean(attr, names)}"
+        ) from None
+
+
+def register() -> None:
+    """Store the schema in Hydra's ConfigStore and add the ``puffer_env_label`` resolver."""
+    ConfigStore.instance().store(name="puffer_schema", node=TrainConfig)
+    if not OmegaConf.has_resolver("puffer_env_label"):
+        OmegaConf.register_new_resolver("puffer_env_label", env_label)
+
+
+register()
+
+
+def group_options(group: str) -> list[str]:
+    """The options of config group ``group`` (``env``, ``policy``, ...), sorted."""
+    folder = CONF_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+# -- composition and error messages ----------------------------------------------------------------
+
+
+def compose(
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    config_name: str = "config",
+    return_hydra_config: bool = False,
+) -> DictConfig:
+    """Compose ``conf/config.yaml`` with Hydra overrides; raises ``ConfigError`` on any mistake."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = list(overrides)
+    if GlobalHydra.instance().is_initialized():
+        # Inside a running Hydra app (or a test's context): compose in a fresh context.
+        GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(
+                config_name, overrides=overrides, return_hydra_config=return_hydra_config
+            )
+    except Exception as e:
+        raise ConfigError(explain(e, overrides)) from e
+
+
+def _keys_at(path: str, overrides: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The keys allowed under ``path`` ('' for the top level), for did-you-mean.
+
+    Composed without the override that adds ``path``'s bad key when possible (dict nodes like
+    ``env.kwargs`` get their keys from the env's YAML), else from the schema alone.
+    """
+    node: Any = OmegaConf.structured(TrainConfig)
+    rest = [o for o in overrides if not o.lstrip("+~").startswith(f"{path}.")] if path else []
+    if path and len(rest) < len(overrides):
+        with contextlib.suppress(ConfigError):
+            node = compose(rest)
+    for part in [p for p in path.split(".") if p]:
+        if not isinstance(node, DictConfig) or part not in node:
+            return []
+        node = node._get_node(part)
+    return [str(k) for k in node] if isinstance(node, DictConfig) else []
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def explain(exc: BaseException, overrides: list[str] | tuple[str, ...] = ()) -> str:
+    """A one-paragraph explanation of a Hydra/OmegaConf composition error, with the fix."""
+    overrides = list(overrides)
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    text = "\n".join(str(x) for x in chain)
+
+    # An unknown group option: "Could not find 'env/cartpol'" + "Available options in 'env'".
+    m = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    if m:
+        group, option = m[1], m[2]
+        if group.startswith("hydra/") and option in ("optuna", "joblib"):
+            return (
+                f"{group}={option} comes from a Hydra plugin that is not installed: "
+                "pip install -e '.[sweep]' (hydra-optuna-sweeper, hydra-joblib-launcher)."
+            )
+        choices = group_options(group)
+        if choices:
+            return (
+                f"unknown {group} {option!r}.{_did_you_mean(option, choices)} "
+                f"Choices for {group}: {', '.join(choices)} (e.g. {group}={choices[0]})."
+            )
+    # A key that is not in the schema: "Key 'lrr' not in 'PPOConfig'" / "is not in struct".
+    m = re.search(r"full_key: (\S+)", text)
+    if m and re.search(r"Key '[^']+' (is )?not in", text):
+        full_key = m[1]
+        parent, _, leaf = full_key.rpartition(".")
+        allowed = _keys_at(parent, overrides)
+        where = f"{parent!r}" if parent else "the top level"
+        hint = _did_you_mean(leaf, allowed)
+        listing = ""
+        if allowed and not hint:
+            listing = f" Keys of {parent or 'the config'}: {', '.join(allowed)}."
+        if parent == "env.kwargs":
+            hint += f" To pass a new keyword to the env, use +{full_key}=VALUE."
+        return f"unknown config key {full_key!r} (no key {leaf!r} in {where}).{hint}{listing}"
+    # A value of the wrong type: "Value 'abc' of type 'str' could not be converted to Float".
+    m = re.search(r"Value '(.*)' of type '(\w+)' could not be converted to (\w+)", text)
+    if m:
+        key_m = re.search(r"full_key: (\S+)", text)
+        key = key_m[1] if key_m else "?"
+        expected = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}.get(
+            m[3], m[3]
+        )
+        return f"{key}={m[1]}: expected {expected}, got {m[1]!r}. Fix the value, e.g. {key}=<{m[3].lower()}>."
+    m = re.search(r"Value '(.*)' (?:of type '\w+' )?is not a valid (\w+)", text)
+    if m:
+        key_m = re.search(r"full_key: (\S+)", text)
+        key = key_m[1] if key_m else "a value"
+        fix = " Use true or false." if m[2] == "bool" else ""
+        return f"{key}={m[1]}: {m[1]!r} is not a valid {m[2]}.{fix}"
+    # Override syntax errors.
+    if "OverrideParseException" in {type(x).__name__ for x in chain} or "mismatched input" in text:
+        first = str(chain[0]).strip().splitlines()
+        return (
+            f"cannot parse the command line: {first[0] if first else text}. Overrides look like "
+            "key=value (ppo.learning_rate=1e-3), group=option (env=bandit) or, with -m, "
+            "key=a,b for a sweep; quote values with spaces."
+        )
+    # Hydra's own message is clear for the rest (e.g. 'Multiple values for ...'); keep it compact.
+    lines = [ln.strip() for ln in str(chain[0]).splitlines() if ln.strip()]
+    return " ".join(lines) if lines else f"{type(exc).__name__}"
+
+
+# -- semantic checks, run before any env or worker starts -------------------------------------------
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check values that types cannot: choices, ranges and consistency. Raises ``ConfigError``."""
+    from puffer import envs
+
+    env = cfg.env
+    if env.name == "custom":
+        _require(
+            bool(env.creator),
+            "env=custom needs env.creator='module:callable' (a PufferEnv, gymnasium Env or VecEnv "
+            "factory), e.g. env=custom env.creator=my_envs:Corridor",
+        )
+        import_creator(env.creator)
+    elif env.name == "gymnasium":
+        _require(
+            bool(env.id),
+            "env=gymnasium needs a gymnasium env id: add env.id=<id>, e.g. env=gymnasium "
+            "env.id=Acrobot-v1",
+        )
+        _check_gymnasium_id(env.id)
+    else:
+        known = list(envs.names())
+        _require(
+            env.name in known,
+            f"env.name={env.name!r} is not a built-in env.{_did_you_mean(env.name, known)} "
+            f"Built-in envs: {', '.join(known)}; or env=gymnasium env.id=<gymnasium id>, or "
+            "env=custom env.creator=<module:callable>.",
+        )
+    _require(
+        cfg.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", cfg.device) is not None,
+        f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N.",
+    )
+    if str(cfg.device).startswith("cuda"):
+        import torch
+
+        _require(
+            torch.cuda.is_available(),
+            f"device={cfg.device}: CUDA is not available on this machine; use device=auto or cpu.",
+        )
+    _require(
+        cfg.torch_threads is None or cfg.torch_threads >= 1,
+        f"torch_threads={cfg.torch_threads}: must be at least 1 (or null for torch's default).",
+    )
+    _require(
+        cfg.dashboard in DASHBOARDS,
+        f"dashboard={cfg.dashboard!r}: use one of {', '.join(DASHBOARDS)}.",
+    )
+    vec = cfg.vector
+    _require(
+        vec.backend in BACKENDS,
+        f"vector.backend={vec.backend!r}: use vector=serial or vector=multiprocessing.",
+    )
+    _require(vec.num_envs >= 1, f"vector.num_envs={vec.num_envs}: must be at least 1.")
+    if vec.num_workers is not None:
+        _require(vec.num_workers >= 1, f"vector.num_workers={vec.num_workers}: must be >= 1.")
+        _require(
+            vec.num_envs % vec.num_workers == 0,
+            f"vector.num_envs={vec.num_envs} is not divisible by vector.num_workers="
+            f"{vec.num_workers}: choose num_envs a multiple of num_workers.",
+        )
+    if vec.batch_size is not None:
+        _require(
+            1 <= vec.batch_size <= vec.num_envs and vec.num_envs % vec.batch_size == 0,
+            f"vector.batch_size={vec.batch_size} must divide vector.num_envs={vec.num_envs}.",
+        )
+    _require(
+        cfg.checkpoint.interval >= 1,
+        f"checkpoint.interval={cfg.checkpoint.interval}: must be at least 1 update.",
+    )
+    _require(cfg.checkpoint.keep >= 1, f"checkpoint.keep={cfg.checkpoint.keep}: must be >= 1.")
+    mode = cfg.logger.wandb.mode
+    _require(
+        mode in WANDB_MODES,
+        f"logger.wandb.mode={mode!r}: use one of {', '.join(WANDB_MODES)}.",
+    )
+    _validate_dataclass(cfg.ppo, "ppo", num_envs=vec.num_envs)
+    _validate_dataclass(cfg.policy, "policy")
+    if cfg.resume is not None:
+        run = Path(cfg.resume)
+        _require(run.is_dir(), f"resume={cfg.resume}: no such run directory.")
+        _require(
+            any((run / "checkpoints").glob("model_*.pt")),
+            f"resume={cfg.resume}: the run has no checkpoints in {run / 'checkpoints'}.",
+        )
+
+
+def _check_gymnasium_id(env_id: str) -> None:
+    import gymnasium
+
+    try:
+        gymnasium.spec(env_id)
+    except gymnasium.error.Error as e:
+        known = list(gymnasium.registry)
+        raise ConfigError(
+            f"env.id={env_id}: {e}{_did_you_mean(env_id, known)} (import the module that "
+            "registers it, or see gymnasium.pprint_registry())"
+        ) from None
+
+
+def _validate_dataclass(node: DictConfig, prefix: str, **kw: Any) -> None:
+    """Call the schema's own ``validate`` if it has one, prefixing its message with the group."""
+    obj = OmegaConf.to_object(node)
+    check = getattr(obj, "validate", None)
+    if check is None:
+        return
+    try:
+        check(**kw)
+    except (ValueError, TypeError) as e:
+        message = str(e)
+        raise ConfigError(message if message.startswith(prefix) else f"{prefix}: {message}") from e
+
+
+def writable_dir_problem(directory: str | os.PathLike[str]) -> str | None:
+    """Why ``directory`` cannot be created or written, or None if it can."""
+    path = Path(directory).absolute()
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None

@@ -1,0 +1,198 @@
+"""Metric sinks: every update's metrics dict goes to each of them, unchanged.
+
+A sink has ``log(metrics, step)`` and ``close()``. ``MetricsJsonl`` (always on), ``TensorBoard``
+and ``Wandb`` write files in the run directory; the dashboard (``puffer.dashboard``) is a sink too.
+``Loggers`` fans one dict out to all of them and closes every one even when another fails.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import string
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["Loggers", "MetricsJsonl", "Sink", "TensorBoard", "Wandb", "read_jsonl"]
+
+
+class Sink(Protocol):
+    def log(self, metrics: Mapping[str, float], step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The finite-or-not numeric entries of ``metrics`` as floats (bools and ints included)."""
+    out = {}
+    for k, v in metrics.items():
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+class MetricsJsonl:
+    """``metrics.jsonl``: one JSON object per update with ``global_step``, ``time`` and the metrics.
+
+    With ``resume_step`` the file is first cut back to the lines with ``global_step <= resume_step``
+    (updates logged after the checkpoint a run resumes from are replaced by the resumed run's).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], resume_step: int | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.is_file():
+            kept = [r for r in read_jsonl(self.path) if r.get("global_step", 0) <= resume_step]
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, self.path)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        row = {"global_step": int(step), "time": round(time.time(), 3)}
+        for k, v in _scalars(metrics).items():
+            if k != "global_step":
+                row[k] = v if math.isfinite(v) else None
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+class TensorBoard:
+    """TensorBoard event files in ``log_dir`` (``tensorboard --logdir outputs``).
+
+    ``resume_step``: events a previous process wrote after that step are hidden (``purge_step``),
+    so a resumed run continues one step axis without duplicates.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike[str], resume_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        purge = None if resume_step is None else int(resume_step) + 1
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge, flush_secs=10)
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        for k, v in _scalars(metrics).items():
+            if k != "global_step":
+                self.writer.add_scalar(k, v, global_step=int(step))
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+class Wandb:
+    """A Weights & Biases run whose files live in ``<run_dir>/wandb/``.
+
+    ``mode="offline"`` (the default) never touches the network; upload later with
+    ``wandb sync <run_dir>/wandb/offline-run-*``. ``mode="online"`` falls back to offline with a
+    warning when the service cannot be reached. The run id is kept in ``<run_dir>/wandb_id`` so a
+    resumed training run continues the same W&B run.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        config: Mapping[str, Any],
+        *,
+        mode: str = "offline",
+        project: str = "puffer",
+        entity: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        name: str | None = None,
+    ):
+        import wandb
+
+        self._wandb = wandb
+        run_dir = Path(run_dir)
+        id_file = run_dir / "wandb_id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else _new_run_id()
+        kw: dict[str, Any] = dict(
+            dir=str(run_dir),
+            project=project,
+            entity=entity,
+            group=group,
+            tags=list(tags or []),
+            name=name,
+            config=dict(config),
+            id=run_id,
+            resume="allow",
+            settings=wandb.Settings(init_timeout=30, console="off", silent=True),
+        )
+        try:
+            self.run = wandb.init(mode=mode, **kw)
+        except Exception as e:
+            if mode != "online":
+                raise
+            warnings.warn(f"wandb online init failed ({e}); logging offline instead", stacklevel=2)
+            self.run = wandb.init(mode="offline", **kw)
+        id_file.write_text(run_id + "\n")
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        self.run.log(_scalars(metrics), step=int(step))
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def _new_run_id() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+class Loggers:
+    """Fans each update's metrics out to every sink; ``close()`` closes all of them."""
+
+    def __init__(self, sinks: list[Sink] | None = None):
+        self.sinks: list[Sink] = list(sinks or [])
+
+    def add(self, sink: Sink) -> None:
+        self.sinks.append(sink)
+
+    def log(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        step = int(metrics["global_step"]) if step is None else int(step)
+        for sink in self.sinks:
+            sink.log(metrics, step)
+
+    def close(self) -> None:
+        """Close every sink (newest first); re-raise the first failure after trying them all."""
+        error: BaseException | None = None
+        while self.sinks:
+            sink = self.sinks.pop()
+            try:
+                sink.close()
+            except Exception as e:
+                error = error or e
+        if error is not None:
+            raise error
+
+    def __enter__(self) -> Loggers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

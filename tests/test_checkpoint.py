@@ -1,0 +1,100 @@
+"""Checkpoint files: atomic writes, rotation with a ``latest`` pointer, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from puffer import checkpoint
+from puffer.checkpoint import CheckpointDir, CheckpointError
+
+
+def _state(step: int) -> dict:
+    return {"step": step, "weights": torch.full((3,), float(step)), "rng": [1, 2, 3]}
+
+
+def test_save_load_roundtrip(tmp_path):
+    path = checkpoint.save({"w": torch.arange(4), "x": [1.5, "s"]}, tmp_path / "c.pt")
+    back = checkpoint.load(path)
+    assert torch.equal(back["w"], torch.arange(4))
+    assert back["x"] == [1.5, "s"]
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp files left behind
+
+
+def test_numpy_arrays_and_scalars_load_safely(tmp_path):
+    import numpy as np
+
+    state = {
+        "obs": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "done": np.array([True, False]),
+        "steps": np.int64(7),
+        "rng": np.random.default_rng(3).bit_generator.state,
+    }
+    back = checkpoint.load(checkpoint.save(state, tmp_path / "env.pt"))
+    assert back["obs"].dtype == np.float32 and np.array_equal(back["obs"], state["obs"])
+    assert back["done"].tolist() == [True, False] and back["steps"] == 7
+    assert back["rng"] == state["rng"]
+
+
+def test_arbitrary_objects_are_refused(tmp_path):
+    import fractions
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": fractions.Fraction(1, 3)}, path)  # any class outside the allowlist
+    with pytest.raises(CheckpointError, match=str(path)):
+        checkpoint.load(path)
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path):
+    path = checkpoint.save(_state(1), tmp_path / "c.pt")
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle")
+
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        checkpoint.save({"bad": Unpicklable()}, path)
+    assert checkpoint.load(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_rotation_keeps_the_newest_and_points_latest_at_it(tmp_path):
+    ckdir = CheckpointDir(tmp_path / "checkpoints", keep=2)
+    for step in (100, 200, 300):
+        ckdir.save(_state(step), step)
+    assert [p.name for p in ckdir.all()] == ["model_000000000200.pt", "model_000000000300.pt"]
+    assert ckdir.latest().name == "model_000000000300.pt"
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "model_000000000300.pt"
+    assert checkpoint.load(ckdir.latest())["step"] == 300
+
+
+def test_latest_falls_back_to_the_highest_step_when_the_pointer_is_stale(tmp_path):
+    ckdir = CheckpointDir(tmp_path, keep=5)
+    ckdir.save(_state(1), 1)
+    ckdir.save(_state(2), 2)
+    (tmp_path / "latest").write_text("model_999.pt\n")
+    assert ckdir.latest().name == "model_000000000002.pt"
+    assert CheckpointDir(tmp_path / "empty").latest() is None
+
+
+def test_keep_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="keep=0"):
+        CheckpointDir(tmp_path, keep=0)
+
+
+@pytest.mark.parametrize("kind", ["missing", "truncated", "garbage", "empty", "not_a_dict"])
+def test_unreadable_checkpoints_name_the_file(tmp_path, kind):
+    path = tmp_path / "model.pt"
+    if kind == "truncated":
+        checkpoint.save(_state(7), path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "garbage":
+        path.write_bytes(b"this is not a checkpoint" * 10)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "not_a_dict":
+        torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.load(path)
+    assert str(path) in str(info.value)

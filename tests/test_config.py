@@ -1,0 +1,212 @@
+"""Config composition: every group combination, tuned values, and each error's message."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from omegaconf import OmegaConf
+
+from puffer import config
+from puffer.config import ConfigError, compose, validate
+from puffer.policy import PolicyConfig
+from puffer.ppo.config import PPOConfig
+
+ENVS = ["bandit", "cartpole", "squared", "memory", "gymnasium", "custom"]
+
+
+def test_groups_have_the_documented_options():
+    assert config.group_options("env") == sorted(ENVS)
+    assert config.group_options("vector") == ["multiprocessing", "serial"]
+    assert config.group_options("policy") == ["lstm", "mlp"]
+    assert config.group_options("logger") == ["none", "tensorboard", "wandb"]
+    assert "default" in config.group_options("ppo")
+
+
+def test_defaults_are_cartpole_serial_mlp_tensorboard():
+    cfg = compose([], return_hydra_config=True)
+    choices = cfg.hydra.runtime.choices
+    assert (choices.env, choices.vector, choices.logger) == ("cartpole", "serial", "tensorboard")
+    assert choices.policy is None and cfg.policy.name == "mlp"  # the env's tuned policy
+    assert cfg.logger.tensorboard and not cfg.logger.wandb.enabled
+    assert cfg.seed == 0 and cfg.device == "auto" and cfg.resume is None
+    assert cfg.hydra.job.chdir is False
+    assert cfg.hydra.run.dir.startswith("outputs/cartpole/")
+    assert cfg.hydra.sweep.dir.startswith("multirun_sweeps/")
+
+
+@pytest.mark.parametrize(
+    ("env", "policy", "vector"),
+    list(itertools.product(ENVS, ["mlp", "lstm"], ["serial", "multiprocessing"])),
+)
+def test_every_combination_composes_and_validates(env, policy, vector):
+    overrides = [f"env={env}", f"policy={policy}", f"vector={vector}"]
+    if env == "gymnasium":
+        overrides.append("env.id=CartPole-v1")
+    if env == "custom":
+        overrides.append("env.creator=puffer.envs.cartpole:CartPole")
+    cfg = compose(overrides)
+    validate(cfg)
+    assert cfg.env.name == env
+    assert cfg.policy.name == policy
+    assert cfg.vector.backend == vector
+    # The groups are the Trainer's own dataclasses, not copies.
+    assert isinstance(OmegaConf.to_object(cfg.ppo), PPOConfig)
+    assert isinstance(OmegaConf.to_object(cfg.policy), PolicyConfig)
+
+
+def test_memory_defaults_to_lstm_but_the_command_line_wins():
+    assert compose(["env=memory"]).policy.name == "lstm"
+    assert compose(["env=memory", "policy=mlp"]).policy.name == "mlp"
+    assert compose(["env=memory", "policy.name=mlp"]).policy.name == "mlp"
+
+
+@pytest.mark.parametrize("env", ["bandit", "cartpole", "squared"])
+def test_a_policy_choice_wins_over_the_tuned_policy(env):
+    tuned = compose([f"env={env}"]).policy
+    chosen = compose([f"env={env}", "policy=lstm"]).policy
+    assert chosen.name == "lstm"
+    assert chosen.hidden_sizes == tuned.hidden_sizes  # the rest of the tuned policy stays
+
+
+def _leaves(node, prefix=""):
+    for k, v in node.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+@pytest.mark.parametrize("env", ENVS[:4])
+def test_tuned_values_apply_and_command_line_overrides_win(env):
+    tuned = config.CONF_DIR / "tuned" / f"{env}.yaml"
+    if not tuned.is_file():
+        pytest.skip(f"no tuned config for {env} yet ({tuned})")
+    values = OmegaConf.to_container(OmegaConf.load(tuned))
+    values.pop("defaults", None)
+    leaves = [
+        (k, v) for k, v in _leaves(values) if isinstance(v, int | float) and not isinstance(v, bool)
+    ]
+    assert leaves, f"{tuned} sets no numeric values"
+    cfg = compose([f"env={env}"])
+    for key, value in leaves:
+        assert OmegaConf.select(cfg, key) == value, key
+    key, value = leaves[0]
+    changed = value + 1 if isinstance(value, int) else value * 0.5
+    assert OmegaConf.select(compose([f"env={env}", f"{key}={changed}"]), key) == changed
+
+
+def test_several_loggers_at_once():
+    cfg = compose(["logger=[tensorboard,wandb]"])
+    assert cfg.logger.tensorboard and cfg.logger.wandb.enabled
+    assert cfg.logger.wandb.mode == "offline"
+    cfg = compose(["logger=none"])
+    assert not cfg.logger.tensorboard and not cfg.logger.wandb.enabled
+
+
+def test_gymnasium_run_dir_is_named_after_the_id():
+    cfg = compose(["env=gymnasium", "env.id=Acrobot-v1"], return_hydra_config=True)
+    assert cfg.hydra.run.dir.startswith("outputs/Acrobot-v1/")
+
+
+# -- errors -----------------------------------------------------------------------------------------
+
+
+def _error(overrides, validate_too=False):
+    with pytest.raises(ConfigError) as info:
+        cfg = compose(overrides)
+        if validate_too:
+            validate(cfg)
+    return str(info.value)
+
+
+def test_mistyped_key_suggests_the_right_one():
+    msg = _error(["ppo.learning_rat=1e-3"])
+    assert "ppo.learning_rat" in msg and "Did you mean 'learning_rate'" in msg
+    assert "Did you mean 'seed'" in _error(["sed=1"])
+
+
+def test_unknown_key_without_close_match_lists_the_keys():
+    msg = _error(["ppo.zzzz=1"])
+    assert "'ppo.zzzz'" in msg and "total_timesteps" in msg and "learning_rate" in msg
+
+
+def test_unknown_group_option_lists_the_choices():
+    msg = _error(["env=cartpol"])
+    assert "unknown env 'cartpol'" in msg and "Did you mean 'cartpole'" in msg
+    assert all(e in msg for e in ENVS)
+    msg = _error(["policy=transformer"])
+    assert "lstm" in msg and "mlp" in msg
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("ppo.learning_rate=fast", "expected a number"),
+        ("ppo.horizon=1.5", "expected an integer"),
+        ("ppo.norm_adv=maybe", "true or false"),
+        ("policy.hidden_sizes=[64,big]", "expected an integer"),
+    ],
+)
+def test_wrong_type_names_key_and_value(override, expected):
+    msg = _error([override])
+    key = override.split("=")[0]
+    assert key.split("[")[0] in msg and expected in msg
+
+
+def test_bad_syntax_is_explained():
+    assert "key=value" in _error(["ppo.learning_rate=[1"])
+
+
+def test_env_kwargs_typo_suggests_plus_for_new_keys():
+    msg = _error(["env.kwargs.max_step=100"])
+    assert "max_steps" in msg and "+env.kwargs.max_step=" in msg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["vector.num_envs=6", "ppo.num_minibatches=4"], "num_minibatches"),
+        (["ppo.learning_rate=-1"], "ppo.learning_rate=-1"),
+        (["ppo.gamma=1.5"], "ppo.gamma"),
+        (["vector.num_envs=0"], "vector.num_envs=0"),
+        (["vector=multiprocessing", "vector.num_envs=6", "vector.num_workers=4"], "divisible"),
+        (["device=tpu"], "device='tpu'"),
+        (["dashboard=fancy"], "dashboard='fancy'"),
+        (["logger=wandb", "logger.wandb.mode=sometimes"], "logger.wandb.mode"),
+        (["env=gymnasium"], "env.id="),
+        (["env=gymnasium", "env.id=Acrobot-v9"], "Did you mean 'Acrobot-v1'"),
+        (["env=custom"], "env.creator="),
+        (["env=custom", "env.creator=nosuchmodule:Env"], "cannot import 'nosuchmodule'"),
+        (["env=custom", "env.creator=puffer.envs.cartpole:CartPol"], "Did you mean 'CartPole'"),
+        (["checkpoint.keep=0"], "checkpoint.keep=0"),
+        (["resume=/nonexistent/run"], "resume=/nonexistent/run"),
+        (["policy.activation=swish"], "policy.activation"),
+    ],
+)
+def test_inconsistent_values_fail_validation_with_the_fix(overrides, expected):
+    msg = _error(overrides, validate_too=True)
+    assert expected in msg, msg
+
+
+def test_cuda_request_without_cuda_is_refused():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert "CUDA is not available" in _error(["device=cuda"], validate_too=True)
+
+
+def test_writable_dir_problem(tmp_path):
+    assert config.writable_dir_problem(tmp_path / "a" / "b") is None
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert "not a directory" in config.writable_dir_problem(blocker / "run")
+
+
+def test_missing_sweep_plugin_points_at_the_extra():
+    class Missing(Exception):
+        pass
+
+    msg = config.explain(Missing("In 'x': Could not find 'hydra/sweeper/optuna'"))
+    assert "pip install -e '.[sweep]'" in msg

@@ -1,0 +1,127 @@
+"""The terminal dashboard: live rich panel on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from rich.console import Console
+
+from puffer.dashboard import PlainDashboard, RichDashboard, RunInfo, format_duration, make_dashboard
+
+INFO = RunInfo(
+    env="cartpole",
+    total_timesteps=10_000,
+    params=4_610,
+    policy="mlp",
+    device="cpu",
+    backend="serial",
+    num_envs=8,
+    run_dir="outputs/cartpole/x",
+)
+METRICS = {
+    "global_step": 2048,
+    "epoch": 8,
+    "sps": 25_000.0,
+    "learning_rate": 3e-4,
+    "time/env": 0.01,
+    "time/forward": 0.03,
+    "time/learn": 0.06,
+    "losses/policy_loss": -0.0123,
+    "losses/value_loss": 2.5,
+    "losses/entropy": 0.69,
+    "env/episode_return": 42.5,
+    "env/episode_length": 42.5,
+}
+
+
+def _text(buf: io.StringIO) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue())
+
+
+def test_terminal_gets_the_live_panel():
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=120)
+    dash = make_dashboard("auto", INFO, console)
+    assert isinstance(dash, RichDashboard)
+    dash.log(METRICS, 2048)
+    dash.log({**METRICS, "global_step": 4096, "epoch": 16}, 4096)  # no episode this update
+    dash.close()
+    out = _text(buf)
+    for text in ("cartpole", "4,610", "SPS", "25.0k", "epoch", "uptime", "remaining", "serial x8"):
+        assert text in out, text
+    for text in ("env", "forward", "learn", "10%", "30%", "60%"):
+        assert text in out, text
+    assert "policy_loss" in out and "-0.0123" in out and "value_loss" in out
+    assert "episode_return" in out and "42.5" in out
+    assert "4,096 / 10,000" in out  # the final frame is drawn on close
+
+
+def test_pipe_gets_plain_lines():
+    buf = io.StringIO()
+    console = Console(file=buf, width=80)
+    assert not console.is_terminal
+    dash = make_dashboard("auto", INFO, console)
+    assert isinstance(dash, PlainDashboard)
+    dash.log(METRICS, 2048)
+    dash.log({**METRICS, "epoch": 9}, 2304)  # within the interval: printed on close
+    dash.close()
+    out = buf.getvalue()
+    assert "\x1b[" not in out  # no escape codes in logs
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("puffer: cartpole") and "4,610 params" in lines[0]
+    assert len(lines) == 3  # header, first update, last update: one line each, never wrapped
+    assert "step 2,048/10,000 (20%)" in lines[1] and "return 42.5" in lines[1]
+    assert "SPS 25.0k" in lines[1] and "value 2.5" in lines[1]
+    assert "epoch 9" in lines[2]
+
+
+def test_modes():
+    console = Console(file=io.StringIO(), force_terminal=True)
+    assert make_dashboard("off", INFO, console) is None
+    assert isinstance(make_dashboard("plain", INFO, console), PlainDashboard)
+
+
+def test_format_duration():
+    assert format_duration(5.2) == "5s"
+    assert format_duration(75) == "1m15s"
+    assert format_duration(4000) == "1h06m"
+    assert format_duration(float("nan")) == "-"
+
+
+def test_real_terminal_gets_the_live_panel_and_a_pipe_plain_lines(helpers, tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "puffer.train", *helpers.TINY[:-1], "logger=none"]
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            args,
+            cwd=tmp_path,
+            env={**helpers.clean_env(), "COLUMNS": "120"},
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the terminal closed: the process ended
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        os.close(leader)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "╭" in screen and "time per update" in screen and "episodes" in screen
+
+    piped = helpers.run_module("puffer.train", *helpers.TINY[:-1], "logger=none", cwd=tmp_path)
+    assert piped.returncode == 0
+    assert "╭" not in piped.stdout and "step 2,048/2,048" in piped.stdout

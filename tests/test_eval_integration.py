@@ -1,0 +1,133 @@
+"""``python -m puffer.eval`` on a trained run: its config, its checkpoints, overrides, errors."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from puffer import checkpoint
+from puffer import eval as evaluation
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A tiny cartpole run (two checkpoints) shared by the tests here."""
+    import os
+
+    base = tmp_path_factory.mktemp("trained")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_", "WANDB_"))}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "puffer.train",
+            "ppo.total_timesteps=2048",
+            "vector.num_envs=8",
+            "ppo.horizon=32",
+            "ppo.num_minibatches=2",
+            "torch_threads=1",
+            "logger=none",
+            "dashboard=off",
+            "checkpoint.interval=4",
+        ],
+        cwd=base,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (run,) = [p.parent for p in base.glob("outputs/cartpole/*/.hydra")]
+    return run
+
+
+def _result(out: str) -> tuple[float, float, int, float]:
+    m = re.search(r"mean return (\S+) \+/- (\S+) over (\d+) episodes .*mean length (\S+)\)", out)
+    assert m, out
+    return float(m[1]), float(m[2]), int(m[3]), float(m[4])
+
+
+def test_eval_subprocess_loads_the_run_and_prints_mean_and_std(trained, helpers):
+    proc = helpers.run_module("puffer.eval", f"run={trained}", "episodes=6", cwd=trained.parent)
+    assert proc.returncode == 0, proc.stderr
+    mean, std, episodes, length = _result(proc.stdout)
+    assert episodes == 6 and mean > 0 and std >= 0
+    assert mean == pytest.approx(length, abs=0.1)  # cartpole: reward 1 per step
+    latest = checkpoint.CheckpointDir(trained / "checkpoints").latest()
+    assert latest.name in proc.stdout and "deterministic actions" in proc.stdout
+
+
+def test_overrides_apply_on_top_of_the_run_config(trained, capsys):
+    code = evaluation.main([f"run={trained}", "episodes=4", "env.kwargs.max_steps=7"])
+    assert code == 0
+    mean, _, episodes, length = _result(capsys.readouterr().out)
+    assert episodes == 4 and length <= 7 and mean <= 7
+
+
+def test_another_env_with_the_same_spaces_keeps_the_run_policy(trained, capsys):
+    # gymnasium's CartPole-v1 has no tuned values (other default network): the run's policy stays.
+    args = [f"run={trained}", "episodes=2", "env=gymnasium", "env.id=CartPole-v1"]
+    assert evaluation.main(args) == 0
+    _, _, episodes, _ = _result(capsys.readouterr().out)
+    assert episodes == 2
+
+
+def test_named_checkpoint_and_sampled_actions(trained, capsys):
+    first = checkpoint.CheckpointDir(trained / "checkpoints").all()[0]
+    code = evaluation.main(
+        [f"run={trained}", "episodes=3", f"checkpoint={first.name}", "deterministic=false"]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert first.name in out and "sampled actions" in out
+
+
+def test_render_draws_the_env(trained, capsys):
+    code = evaluation.main(
+        [f"run={trained}", "episodes=1", "render=true", "env.kwargs.max_steps=3"]
+    )
+    assert code == 0
+    assert "=====" in capsys.readouterr().out  # cartpole's track
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage"])
+def test_unreadable_checkpoint_names_the_file(trained, tmp_path, capsys, kind):
+    latest = checkpoint.CheckpointDir(trained / "checkpoints").latest()
+    bad = tmp_path / f"{kind}.pt"
+    data = latest.read_bytes()
+    bad.write_bytes(data[: len(data) // 3] if kind == "truncated" else b"\x00garbage" * 64)
+    code = evaluation.main([f"run={trained}", f"checkpoint={bad}"])
+    err = capsys.readouterr().err
+    assert code == 1 and str(bad) in err and "unreadable" in err
+
+
+@pytest.mark.parametrize("override", ["policy=lstm", "policy.hidden_sizes=[16]", "env=squared"])
+def test_wrong_architecture_names_the_file_and_the_fix(trained, capsys, override):
+    code = evaluation.main([f"run={trained}", "episodes=1", override])
+    err = capsys.readouterr().err
+    latest = checkpoint.CheckpointDir(trained / "checkpoints").latest()
+    assert code == 1 and str(latest) in err and "does not fit" in err, err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["episodes=3"], "run=<run dir> is required"),
+        (["run=/no/such/run"], "no such directory"),
+        (["episodes=0"], "episodes=0"),
+        (["deterministic=maybe"], "true or false"),
+        (["checkpoint=model_9.pt"], "no such file"),
+        (["ppo.learning_rat=1"], "Did you mean 'learning_rate'"),
+    ],
+)
+def test_bad_eval_arguments(trained, capsys, args, expected):
+    if not any(a.startswith("run=") for a in args):
+        args = [f"run={trained}", *args] if args != ["episodes=3"] else args
+    code = evaluation.main(args)
+    captured = capsys.readouterr()
+    assert code in (1, 2)
+    assert expected in captured.err + captured.out

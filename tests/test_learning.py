@@ -1,0 +1,104 @@
+"""Learning: each built-in env is solved with its tuned values (conf/tuned/<env>.yaml), fixed seeds.
+
+Marked slow (``pytest -m slow``). Each trains the tuned ``total_timesteps`` (what
+``python -m puffer.train env=X`` runs) and checks the result at the end.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import puffer.envs
+import puffer.policy as P
+from puffer.ppo import PPOConfig, Trainer
+
+TUNED = Path(__file__).resolve().parents[1] / "conf" / "tuned"
+
+pytestmark = pytest.mark.slow
+
+
+def tuned(env: str) -> tuple[PPOConfig, P.PolicyConfig, int]:
+    cfg = OmegaConf.to_container(OmegaConf.load(TUNED / f"{env}.yaml"))
+    return PPOConfig(**cfg["ppo"]), P.PolicyConfig(**cfg["policy"]), cfg["vector"]["num_envs"]
+
+
+def train(env: str, seed: int, policy_name: str | None = None, **env_kw) -> Trainer:
+    ppo, policy_cfg, num_envs = tuned(env)
+    if policy_name is not None:
+        policy_cfg.name = policy_name
+    vecenv = puffer.envs.make(env, num_envs=num_envs, seed=seed, **env_kw)
+    policy = P.make(policy_cfg, vecenv, seed=seed)
+    trainer = Trainer(ppo, vecenv, policy, device="cpu", seed=seed, torch_threads=1)
+    while not trainer.done:
+        trainer.evaluate()
+        trainer.train()
+    return trainer
+
+
+def final_rate(trainer: Trainer, key: str = "success") -> float:
+    """``key``'s mean over the episodes of one more rollout (the policy as trained)."""
+    return trainer.evaluate()[f"env/{key}"]
+
+
+def deterministic_rate(
+    trainer: Trainer, env: str, key: str = "success", episodes: int = 100
+) -> float:
+    """``key``'s mean over ``episodes`` on a fresh env with deterministic actions (as
+    ``puffer eval`` runs them)."""
+    policy, rows = trainer.policy, 50
+    vecenv = puffer.envs.make(env, num_envs=rows, seed=12345)
+    obs, _ = vecenv.reset(12345)
+    state = policy.initial_state(rows)
+    values: list[float] = []
+    while len(values) < episodes:
+        actions, state = policy.predict(obs, state, deterministic=True)
+        obs, _, terminals, truncations, infos = vecenv.step(actions)
+        values += infos.get(key, np.zeros(0)).tolist()
+        state = policy.reset_state(state, torch.as_tensor(terminals | truncations))
+    vecenv.close()
+    return float(np.mean(values[:episodes]))
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()  # Trainer(torch_threads=1) sets it for the process
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_bandit_best_arm():
+    trainer = train("bandit", seed=0)
+    assert final_rate(trainer) > 0.95
+    assert deterministic_rate(trainer, "bandit") == 1.0
+    probe = torch.ones(1, 1)
+    action = trainer.policy.act(probe, deterministic=True).action.item()
+    assert action == trainer.vecenv.best_arm
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cartpole(seed):
+    trainer = train("cartpole", seed=seed)
+    last100 = trainer.recent_episodes("episode_return")
+    assert len(last100) == 100
+    assert np.mean(last100) >= 475
+    assert deterministic_rate(trainer, "cartpole", "episode_return") >= 475
+
+
+def test_squared():
+    trainer = train("squared", seed=0)
+    assert final_rate(trainer) >= 0.95
+    assert deterministic_rate(trainer, "squared") >= 0.95
+
+
+def test_memory_needs_the_lstm():
+    lstm = train("memory", seed=0)
+    assert lstm.vecenv.length >= 8
+    assert final_rate(lstm) >= 0.95
+    assert deterministic_rate(lstm, "memory") >= 0.95
+    mlp = train("memory", seed=0, policy_name="mlp")
+    assert 0.35 <= final_rate(mlp) <= 0.65  # memoryless: a coin flip at the recall step

@@ -1,0 +1,129 @@
+"""Sweeps: ``-m`` layout and summary, a failing job that does not stop the rest, Optuna, joblib."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from puffer.runs import sweep_rows, write_json, write_sweep_summary
+
+
+def _sweep_dir(base: Path) -> Path:
+    (sweep,) = list((base / "multirun_sweeps").iterdir())
+    return sweep
+
+
+def _csv(sweep: Path) -> list[dict[str, str]]:
+    with open(sweep / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_multirun_layout_summary_and_a_failing_job(run, helpers, tmp_path):
+    tiny = [a for a in helpers.TINY if not a.startswith("ppo.total_timesteps")]
+    # bandit takes no max_steps keyword: its two jobs fail at start-up, the cartpole jobs run.
+    proc = run(
+        "puffer.train",
+        "-m",
+        "env=cartpole,bandit",
+        "ppo.learning_rate=1e-3,3e-3",
+        "++env.kwargs.max_steps=50",
+        "ppo.total_timesteps=1024",
+        "logger=none",
+        *tiny,
+    )
+    assert proc.returncode == 1, proc.stderr  # some jobs failed
+    assert "2 sweep job(s) did not complete" in proc.stderr
+    sweep = _sweep_dir(tmp_path)
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
+    for job in sweep.glob("[0-9]"):
+        assert (job / ".hydra" / "config.yaml").is_file() and (job / "summary.json").is_file()
+    statuses = {
+        json.loads((job / "summary.json").read_text())["status"] for job in sweep.glob("[0-9]")
+    }
+    assert statuses == {"completed", "failed"}
+
+    rows = _csv(sweep)
+    assert [r["status"] for r in rows] == ["completed", "completed", "failed", "failed"]
+    objectives = [float(r["objective"]) for r in rows[:2]]
+    assert objectives == sorted(objectives, reverse=True)  # best first
+    assert all("env=cartpole" in r["overrides"] for r in rows[:2])
+    assert all("max_steps" in r["error"] for r in rows[2:])
+    assert "best first" in proc.stdout and "ppo.learning_rate=0.003" in proc.stdout
+
+
+def test_sweep_rows_order_and_csv(tmp_path):
+    for job, objective, status in [
+        (0, 1.0, "completed"),
+        (1, None, "failed"),
+        (2, 3.0, "completed"),
+        (3, 9.0, "failed"),  # a score from a run that then failed: not ranked
+    ]:
+        (tmp_path / str(job) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(job) / ".hydra" / "overrides.yaml").write_text(
+            f"- ppo.learning_rate={job}\n- seed=1\n"
+        )
+        write_json(tmp_path / str(job) / "summary.json", {"objective": objective, "status": status})
+    assert [r["job"] for r in sweep_rows(tmp_path)] == [2, 0, 1, 3]
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    write_sweep_summary(tmp_path, Console(file=out, width=120))
+    assert [r["job"] for r in _csv(tmp_path)] == ["2", "0", "1", "3"]
+    table = out.getvalue()
+    assert "ppo.learning_rate=2" in table
+    assert table.count("seed=1") == 1 and "all jobs: seed=1" in table  # shared: the caption
+
+
+needs_optuna = pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
+    reason="the sweep extra is not installed: pip install -e '.[sweep]'",
+)
+needs_joblib = pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
+    reason="the sweep extra is not installed: pip install -e '.[sweep]'",
+)
+
+
+@needs_optuna
+def test_optuna_preset_searches_ppo_parameters(run, helpers, tmp_path):
+    proc = run(
+        "puffer.train",
+        "-m",
+        "hydra/sweeper=ppo_optuna",
+        "hydra.sweeper.n_trials=3",
+        "env=bandit",
+        "ppo.total_timesteps=512",
+        "logger=none",
+        *[a for a in helpers.TINY if not a.startswith("ppo.total_timesteps")],
+    )
+    assert proc.returncode == 0, proc.stderr
+    sweep = _sweep_dir(tmp_path)
+    assert (sweep / "optimization_results.yaml").is_file()
+    rows = _csv(sweep)
+    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
+    assert all("ppo.learning_rate=" in r["overrides"] for r in rows)  # sampled by Optuna
+    best = max(float(r["objective"]) for r in rows)
+    assert float(rows[0]["objective"]) == best
+
+
+@needs_joblib
+def test_parallel_launcher_runs_jobs_in_processes(run, helpers, tmp_path):
+    proc = run(
+        "puffer.train",
+        "-m",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        "env=bandit,squared",
+        "logger=none",
+        *helpers.TINY,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = _csv(_sweep_dir(tmp_path))
+    assert sorted(r["status"] for r in rows) == ["completed", "completed"]
+    assert {r["overrides"].split()[0] for r in rows} == {"env=bandit", "env=squared"}

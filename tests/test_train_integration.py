@@ -1,0 +1,260 @@
+"""``python -m puffer.train`` as a real subprocess: run dir, logs, checkpoints, resume, signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from puffer import checkpoint
+from puffer.loggers import read_jsonl
+
+TRAINING_KEYS = {
+    "global_step",
+    "epoch",
+    "sps",
+    "learning_rate",
+    "losses/policy_loss",
+    "losses/value_loss",
+    "losses/entropy",
+    "losses/approx_kl",
+    "losses/clipfrac",
+    "losses/explained_variance",
+    "time/env",
+    "time/forward",
+    "time/learn",
+}
+
+CORRIDOR = '''
+import numpy as np
+from puffer import PufferEnv, StepResult
+from puffer.spaces import Box, Discrete
+
+
+class Corridor(PufferEnv):
+    """Walk right to the end of a corridor; rewards turn NaN after ``nan_after`` steps."""
+
+    def __init__(self, length=4, nan_after=None):
+        self.length, self.nan_after, self.steps = length, nan_after, 0
+        self.observation_space = Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+        self.action_space = Discrete(2)
+
+    def reset(self, seed=None):
+        self.pos = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.steps += 1
+        self.pos = max(0, self.pos + (1 if action == 1 else -1))
+        done = self.pos >= self.length
+        reward = 1.0 if done else -0.01
+        if self.nan_after is not None and self.steps > self.nan_after:
+            reward = float("nan")
+        obs = np.array([self.pos / self.length], np.float32)
+        return StepResult(obs, reward, done, self.steps % 50 == 0, {})
+'''
+
+
+def test_run_directory_holds_config_checkpoints_logs_and_summary(run, helpers, tmp_path):
+    proc = run(
+        "puffer.train",
+        *helpers.TINY,
+        "logger=[tensorboard,wandb]",
+        "checkpoint.interval=3",
+        "checkpoint.keep=2",
+    )
+    assert proc.returncode == 0, proc.stderr
+    run_dir = helpers.only_run(tmp_path)
+    assert run_dir.parent.name == "cartpole" and run_dir.parent.parent.name == "outputs"
+
+    # .hydra: the composed config and the overrides it came from.
+    composed = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "total_timesteps: 2048" in composed and "name: cartpole" in composed
+    assert "ppo.total_timesteps=2048" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+    # metrics.jsonl: one row per update with the documented keys.
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    assert len(rows) == 8  # 2048 steps / (8 envs * 32 steps)
+    assert set(rows[0]) >= TRAINING_KEYS, TRAINING_KEYS - set(rows[0])
+    steps = [r["global_step"] for r in rows]
+    assert steps == sorted(steps) and steps[-1] >= 2048
+    assert any("env/episode_return" in r for r in rows)
+
+    # checkpoints: every 3 updates and at the end, the newest 2 kept, `latest` on the last.
+    ckdir = checkpoint.CheckpointDir(run_dir / "checkpoints")
+    assert [p.name for p in ckdir.all()] == [
+        f"model_{steps[5]:012d}.pt",
+        f"model_{steps[7]:012d}.pt",
+    ]
+    latest = checkpoint.load(ckdir.latest())
+    assert latest["global_step"] == steps[-1]
+    assert latest["config"]["ppo"]["total_timesteps"] == 2048
+    assert {"policy", "optimizers", "rng"} <= set(latest["trainer"])
+
+    # TensorBoard: the same values on the same step axis.
+    scalars = helpers.read_tb(run_dir / "tb")
+    assert [s for s, _ in scalars["losses/value_loss"]] == steps
+    assert scalars["losses/value_loss"][-1][1] == pytest.approx(rows[-1]["losses/value_loss"])
+
+    # W&B: an offline run inside the run dir, with the metrics in its data file.
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1
+    assert b"losses/value_loss" in helpers.wandb_data(offline[0], b"losses/value_loss")
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["global_step"] == steps[-1]
+    assert isinstance(summary["objective"], float)
+    assert summary["sps"] > 0 and summary["wall_time"] > 0
+    assert summary["latest_checkpoint"] == str(ckdir.latest())
+
+    # The terminal got plain lines (not a TTY) and the final report.
+    assert "step 2,048/2,048" in proc.stdout and "puffer: done" in proc.stdout
+
+
+def _wait_for_run(base: Path, rows: int, proc: subprocess.Popen, timeout: float = 60) -> Path:
+    """The run dir under ``base`` once its metrics.jsonl has ``rows`` rows."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(f"training ended before the signal: {err[-2000:]}")
+        for path in base.glob("outputs/*/*/metrics.jsonl"):
+            if len(path.read_text().splitlines()) >= rows:
+                return path.parent
+        time.sleep(0.01)
+    raise AssertionError(f"no run under {base} reached {rows} rows in {timeout}s")
+
+
+def _comparable(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.startswith("time") and k != "sps"} for r in rows]
+
+
+def _long(helpers) -> list[str]:
+    """A run long enough to be interrupted part-way (160 updates), still seconds of training."""
+    return [
+        *helpers.TINY,
+        "ppo.total_timesteps=40960",
+        "logger=tensorboard",
+        "checkpoint.interval=1000",
+    ]
+
+
+def test_sigint_checkpoints_and_resume_matches_a_straight_run(helpers, tmp_path):
+    straight_dir, split_dir = tmp_path / "straight", tmp_path / "split"
+    straight_dir.mkdir()
+    split_dir.mkdir()
+    args = _long(helpers)
+
+    proc = helpers.start_module("puffer.train", *args, cwd=split_dir)
+    try:
+        run_dir = _wait_for_run(split_dir, 3, proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "stopped by SIGINT" in err and "Traceback (most recent" not in err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    stopped_at = summary["global_step"]
+    assert 0 < stopped_at < 40960
+    latest = checkpoint.CheckpointDir(run_dir / "checkpoints").latest()
+    assert checkpoint.load(latest)["global_step"] == stopped_at
+
+    resumed = helpers.run_module("puffer.train", f"resume={run_dir}", cwd=split_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(list((split_dir / "outputs" / "cartpole").iterdir())) == 1  # the same run dir
+
+    straight = helpers.run_module("puffer.train", *args, cwd=straight_dir)
+    assert straight.returncode == 0, straight.stderr
+    other = helpers.only_run(straight_dir)
+
+    a = checkpoint.load(checkpoint.CheckpointDir(run_dir / "checkpoints").latest())
+    b = checkpoint.load(checkpoint.CheckpointDir(other / "checkpoints").latest())
+    assert a["global_step"] == b["global_step"] >= 40960
+    for name, tensor in b["trainer"]["policy"].items():
+        if isinstance(tensor, torch.Tensor):
+            assert torch.equal(a["trainer"]["policy"][name], tensor), name
+    assert _comparable(read_jsonl(run_dir / "metrics.jsonl")) == _comparable(
+        read_jsonl(other / "metrics.jsonl")
+    )
+    # TensorBoard continues one step axis, hiding the steps the interrupted process logged twice.
+    tb_steps = [s for s, _ in helpers.read_tb(run_dir / "tb")["losses/value_loss"]]
+    assert tb_steps == [s for s, _ in helpers.read_tb(other / "tb")["losses/value_loss"]]
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+
+
+def test_sigterm_with_worker_processes_exits_143_and_reaps_workers(helpers, tmp_path):
+    args = [*_long(helpers), "vector=multiprocessing", "vector.num_workers=2"]
+    proc = helpers.start_module("puffer.train", *args, cwd=tmp_path)
+    try:
+        run_dir = _wait_for_run(tmp_path, 2, proc)
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert workers, "expected env worker processes"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+    assert checkpoint.CheckpointDir(run_dir / "checkpoints").latest() is not None
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"workers left running: {alive}"
+
+
+def test_nan_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint(run, helpers, tmp_path):
+    (tmp_path / "corridor.py").write_text(CORRIDOR)
+    proc = run(
+        "puffer.train",
+        *helpers.TINY,
+        "env=custom",
+        "env.creator=corridor:Corridor",
+        "+env.kwargs.nan_after=100",
+        "checkpoint.interval=1",
+        "logger=none",
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "nan" in proc.stderr.lower() and "last good checkpoint" in proc.stderr
+    assert "Traceback (most recent" not in proc.stderr
+    run_dir = helpers.only_run(tmp_path)
+    assert run_dir.parent.name == "Corridor"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "NonFinite" in summary["error"]
+    state = checkpoint.load(checkpoint.CheckpointDir(run_dir / "checkpoints").latest())
+    assert 0 < state["global_step"] < 2048
+    weights = [t for t in state["trainer"]["policy"].values() if isinstance(t, torch.Tensor)]
+    assert all(torch.isfinite(t).all() for t in weights if t.is_floating_point())
+
+
+def test_custom_env_trains_through_hydra(run, helpers, tmp_path):
+    (tmp_path / "corridor.py").write_text(CORRIDOR)
+    proc = run("puffer.train", *helpers.TINY, "env=custom", "env.creator=corridor:Corridor")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((helpers.only_run(tmp_path) / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["env"] == "Corridor"
+
+
+def test_unwritable_output_dir_fails_at_startup(run, helpers, tmp_path):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("")
+    proc = run("puffer.train", *helpers.TINY, f"hydra.run.dir={blocker}/run")
+    assert proc.returncode == 2
+    assert "cannot create the run directory" in proc.stderr and str(blocker) in proc.stderr
+    assert "Traceback (most recent" not in proc.stderr
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
+    from puffer.train import claim_dir
+
+    base = tmp_path / "outputs" / "cartpole" / "2026-01-01_12-00-00"
+    claimed = [claim_dir(base) for _ in range(3)]
+    assert [Path(c).name for c in claimed] == [base.name, f"{base.name}-1", f"{base.name}-2"]
+    assert all(Path(c).is_dir() for c in claimed)

@@ -1,0 +1,420 @@
+"""Trainer: config validation, metrics, PPO invariants, determinism, bit-exact resume, checkpoints,
+NaN guard, truncation bootstrap and asynchronous batches."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import puffer.envs
+import puffer.policy as P
+from puffer.checkpoint import CheckpointError
+from puffer.envs.base import NativeVecEnv
+from puffer.ppo import PPOConfig, Trainer, train
+from puffer.ppo.trainer import NonFiniteLossError
+from puffer.spaces import Box, Discrete
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny nets: one thread is as fast, and does not spin against other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+METRIC_KEYS = {
+    "global_step",
+    "epoch",
+    "sps",
+    "learning_rate",
+    "losses/policy_loss",
+    "losses/value_loss",
+    "losses/entropy",
+    "losses/approx_kl",
+    "losses/clipfrac",
+    "losses/explained_variance",
+    "time/env",
+    "time/forward",
+    "time/learn",
+}
+
+
+def small_config(**kw) -> PPOConfig:
+    base = dict(total_timesteps=100_000, horizon=8, num_minibatches=2, update_epochs=2)
+    return PPOConfig(**{**base, **kw})
+
+
+def make_trainer(policy="mlp", num_envs=8, seed=0, env="cartpole", env_kw=None, **kw) -> Trainer:
+    vecenv = puffer.envs.make(env, num_envs=num_envs, seed=seed, **(env_kw or {}))
+    net = P.make(
+        P.PolicyConfig(name=policy, hidden_sizes=[16], lstm_hidden_size=8), vecenv, seed=seed
+    )
+    return Trainer(small_config(**kw), vecenv, net, device="cpu", seed=seed)
+
+
+def run(trainer: Trainer, updates: int) -> list[dict[str, float]]:
+    out = []
+    for _ in range(updates):
+        trainer.evaluate()
+        out.append(trainer.train())
+    return out
+
+
+def losses(metrics: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [
+        {k: v for k, v in m.items() if k.startswith(("losses/", "env/")) or k == "global_step"}
+        for m in metrics
+    ]
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("num_minibatches", 3, r"ppo.num_minibatches=3: must divide num_envs=8 .*\[1, 2, 4, 8\]"),
+        ("horizon", 0, r"ppo.horizon=0: must be a positive integer"),
+        ("learning_rate", -1e-3, r"ppo.learning_rate=-0.001: must be >= 0"),
+        ("ent_coef", -0.1, r"ppo.ent_coef=-0.1: must be >= 0"),
+        ("gamma", 1.5, r"ppo.gamma=1.5: must be in \[0, 1\]"),
+        (
+            "optimizer",
+            "sgd",
+            r"ppo.optimizer='sgd': unknown optimizer: use one of \['adam', 'muon'\]",
+        ),
+        ("lr_schedule", "exp", r"ppo.lr_schedule='exp': unknown schedule"),
+        ("target_kl", 0.0, r"ppo.target_kl=0.0: must be > 0, or null"),
+    ],
+)
+def test_config_errors_before_any_rollout(field, value, message):
+    vecenv = puffer.envs.make("cartpole", num_envs=8, seed=0)
+    policy = P.make(P.PolicyConfig(), vecenv)
+    with pytest.raises(ValueError, match=message):
+        PPOConfig(**{field: value}).validate(8)
+    with pytest.raises(ValueError, match=message):
+        Trainer(small_config(**{field: value}), vecenv, policy, device="cpu")
+    # The env was never reset or stepped: validation happens first.
+    with pytest.raises(RuntimeError, match="before reset"):
+        vecenv.recv()
+
+
+def test_default_config_is_valid():
+    PPOConfig().validate(num_envs=8)
+
+
+# -- metrics and PPO invariants --------------------------------------------------------------------
+
+
+def test_metrics_keys_and_episode_stats():
+    trainer = make_trainer(num_envs=16, horizon=64)
+    stats = trainer.evaluate()
+    assert stats["env/episode_length"] > 1 and stats["env/episode_return"] > 1
+    metrics = trainer.train()
+    assert set(metrics) >= METRIC_KEYS
+    assert set(metrics) - METRIC_KEYS == {"env/episode_return", "env/episode_length"}
+    assert all(isinstance(v, float) for v in metrics.values())
+    assert metrics["global_step"] == 16 * 64 == trainer.global_step
+    assert metrics["epoch"] == 1 and metrics["learning_rate"] == pytest.approx(3e-4)
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert 0 < len(trainer.recent_episodes()) <= 100
+
+
+def test_train_requires_a_rollout():
+    trainer = make_trainer()
+    with pytest.raises(RuntimeError, match="call evaluate"):
+        trainer.train()
+    run(trainer, 1)
+    with pytest.raises(RuntimeError, match="call evaluate"):
+        trainer.train()
+
+
+@pytest.mark.parametrize("policy", ["mlp", "lstm"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_first_minibatch_ratio_is_one(policy, normalize):
+    """Training replays exactly what the rollout computed: approx_kl ~ 0 on the first minibatch,
+    including an LSTM over its segments from their initial state, with normalized observations."""
+    trainer = make_trainer(
+        policy,
+        num_minibatches=1,
+        update_epochs=1,
+        horizon=32,
+        learning_rate=1e-2,
+        normalize_observations=normalize,
+        normalize_rewards=normalize,
+    )
+    for metrics in run(trainer, 3):
+        assert abs(metrics["losses/approx_kl"]) < 1e-6
+        assert metrics["losses/clipfrac"] == 0.0
+    # A second minibatch sees the first's update: a real ratio.
+    trainer.config.num_minibatches = 2
+    trainer.config.update_epochs = 4
+    assert run(trainer, 1)[0]["losses/approx_kl"] > 1e-6
+
+
+def test_lr_schedules():
+    for schedule, at_half in (("linear", 0.5), ("cosine", 0.5), ("constant", 1.0)):
+        trainer = make_trainer(total_timesteps=8 * 8 * 4, lr_schedule=schedule, learning_rate=0.1)
+        lrs = [m["learning_rate"] for m in run(trainer, 4)]
+        assert lrs[0] == pytest.approx(0.1) and lrs[2] == pytest.approx(0.1 * at_half)
+        assert trainer.done
+
+
+def test_kl_early_stop_skips_updates():
+    trainer = make_trainer(num_minibatches=4, update_epochs=4, target_kl=1e-9, learning_rate=1e-2)
+    run(trainer, 1)
+    assert 1 <= trainer.optimizers[0].steps < 16  # stopped before the 16 steps of a full update
+    full = make_trainer(num_minibatches=4, update_epochs=4)
+    run(full, 1)
+    assert full.optimizers[0].steps == 16
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(optimizer="muon"),
+        dict(prio_alpha=0.8, prio_beta0=0.5),
+        dict(refresh_advantages=True, vtrace_rho_clip=1.0, vtrace_c_clip=1.0),
+        dict(target_kl=0.5, clip_vloss=False, norm_adv=False),
+    ],
+)
+def test_options_train(options):
+    trainer = make_trainer(**options)
+    before = [p.detach().clone() for p in trainer.policy.parameters()]
+    metrics = run(trainer, 2)[-1]
+    assert all(math.isfinite(metrics[k]) for k in METRIC_KEYS)
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
+    if options.get("optimizer") == "muon":
+        assert [type(o).__name__ for o in trainer.optimizers] == ["Muon", "Adam"]
+
+
+def test_prioritized_sampling():
+    trainer = make_trainer(prio_alpha=1.0)
+    advantages = torch.zeros(8, 8)
+    idx, weights = trainer._prioritized(advantages, 8, beta=0.5)  # all zero: still drawable
+    assert sorted(idx.tolist()) == list(range(8)) and torch.allclose(weights, torch.ones(8, 1))
+    advantages[3] = 100.0  # one segment dominates: drawn first, weighted least
+    counts = torch.zeros(8)
+    for _ in range(50):
+        idx, weights = trainer._prioritized(advantages, 2, beta=1.0)
+        counts[idx] += 1
+        assert weights[idx.tolist().index(3)].item() == pytest.approx(weights.min().item())
+    assert counts[3] == 50
+
+
+def test_box_actions_train():
+    trainer = make_trainer(env_kw={"continuous": True})
+    metrics = run(trainer, 2)[-1]
+    assert math.isfinite(metrics["losses/policy_loss"])
+    assert trainer.buffer.actions.dtype == torch.float32
+
+
+# -- determinism and resume ------------------------------------------------------------------------
+
+
+def test_same_seed_same_run():
+    a, b = make_trainer("lstm", seed=3), make_trainer("lstm", seed=3)
+    assert losses(run(a, 3)) == losses(run(b, 3))
+    c = make_trainer("lstm", seed=4)
+    assert losses(run(c, 3)) != losses(run(a, 3))
+
+
+@pytest.mark.parametrize("policy", ["mlp", "lstm"])
+def test_resume_is_bit_exact(policy, tmp_path):
+    options = dict(normalize_observations=True, normalize_rewards=True, learning_rate=1e-2)
+    straight = make_trainer(policy, seed=1, **options)
+    full = run(straight, 5)
+
+    first = make_trainer(policy, seed=1, **options)
+    head = run(first, 2)
+    path = first.save(tmp_path / "ckpt.pt")
+    first.close()
+    resumed = make_trainer(policy, seed=99, **options)  # a different seed: the checkpoint rules
+    resumed.load(path)
+    assert resumed.global_step == first.global_step and resumed.epoch == 2
+    tail = run(resumed, 3)
+    assert losses(head + tail) == losses(full)
+    for x, y in zip(straight.policy.parameters(), resumed.policy.parameters()):
+        assert torch.equal(x, y)
+    assert torch.equal(straight.policy.obs_norm.mean, resumed.policy.obs_norm.mean)
+    assert straight.recent_episodes() == resumed.recent_episodes()
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    path = make_trainer("mlp").save(tmp_path / "mlp.pt")
+    with pytest.raises(CheckpointError, match=r"mlp\.pt.*LSTM|mlp\.pt.*MLP"):
+        make_trainer("lstm").load(path)
+    wider = puffer.envs.make("cartpole", num_envs=8, seed=0)
+    net = P.make(P.PolicyConfig(hidden_sizes=[32]), wider)
+    trainer = Trainer(small_config(), wider, net, device="cpu")
+    with pytest.raises(CheckpointError, match=r"mlp\.pt does not fit.*size mismatch"):
+        trainer.load(path)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"junk\.pt"):
+        trainer.load(tmp_path / "junk.pt")
+
+
+# -- failures --------------------------------------------------------------------------------------
+
+
+class NaNReward(NativeVecEnv):
+    """Rewards turn NaN after ``bad_after`` steps."""
+
+    def __init__(self, num_envs: int = 1, seed: int | None = None, bad_after: int = 0):
+        super().__init__(Box.uniform([2], -1.0, 1.0), Discrete(2), num_envs, seed=seed)
+        self.bad_after, self.t = bad_after, 0
+
+    def _reset_rows(self, rows):
+        self.observations[rows] = self.rng.uniform(-1, 1, size=(len(rows), 2))
+
+    def _simulate(self):
+        self.t += 1
+        self.observations[:] = self.rng.uniform(-1, 1, size=self.observations.shape)
+        self.rewards[:] = np.nan if self.t > self.bad_after else 1.0
+        self.terminals[:] = False
+        self.truncations[:] = False
+
+
+def test_nan_loss_raises_and_keeps_weights():
+    env = NaNReward(num_envs=8, seed=0, bad_after=8)
+    policy = P.MLP(env.single_observation_space, env.single_action_space, [8])
+    trainer = Trainer(small_config(), env, policy, device="cpu")
+    run(trainer, 1)  # 8 clean steps
+    before = [p.detach().clone() for p in policy.parameters()]
+    trainer.evaluate()
+    with pytest.raises(NonFiniteLossError, match=r"PPO loss is nan at update 2 .*learning_rate"):
+        trainer.train()
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+
+
+# -- rollout bookkeeping ---------------------------------------------------------------------------
+
+
+class Counter(NativeVecEnv):
+    """Observation ``[t, k]``: the row's step count ``t`` and the step ``k`` within its episode.
+    Episodes are truncated after ``limit`` steps; the reward is the new ``t``."""
+
+    def __init__(self, num_envs: int = 1, seed: int | None = None, limit: int = 5):
+        super().__init__(Box.uniform([2], 0.0, 1e6), Discrete(2), num_envs, seed=seed)
+        self.limit = limit
+        self.t = np.zeros(self.num_envs, np.float32)
+
+    def _reset_rows(self, rows):
+        self.observations[rows, 0] = self.t[rows]
+        self.observations[rows, 1] = 0
+
+    def _simulate(self):
+        self.t += 1
+        self.observations[:, 0] = self.t
+        self.observations[:, 1] += 1
+        self.rewards[:] = self.t
+        self.terminals[:] = False
+        np.greater_equal(self.observations[:, 1], self.limit, out=self.truncations)
+
+
+class Groups:
+    """Asynchronous batches over two ``Counter`` halves, returned in the order ``schedule``
+    (cycled): the EnvPool-style ``recv``/``send`` contract with ``env_ids``."""
+
+    def __init__(self, half: int, schedule: list[int]):
+        self.envs = [Counter(half), Counter(half)]
+        self.half, self.num_envs, self.batch_size = half, 2 * half, half
+        self.single_observation_space = self.envs[0].single_observation_space
+        self.single_action_space = self.envs[0].single_action_space
+        self.schedule, self.i, self.current = schedule, 0, None
+
+    @property
+    def final_observations(self):
+        return np.concatenate([e.final_observations for e in self.envs])
+
+    def async_reset(self, seed=None):
+        for e in self.envs:
+            e.async_reset(seed)
+
+    def recv(self):
+        g = self.schedule[self.i % len(self.schedule)]
+        self.i += 1
+        self.current = g
+        obs, rew, term, trunc, infos, ids = self.envs[g].recv()
+        return obs, rew, term, trunc, infos, ids + g * self.half
+
+    def send(self, actions):
+        self.envs[self.current].send(actions)
+
+    def state(self):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("schedule", [[0, 1], [0, 0, 1]])
+def test_async_batches_fill_consistent_segments(schedule):
+    env = Groups(half=4, schedule=schedule)
+    policy = P.MLP(env.single_observation_space, env.single_action_space, [8])
+    trainer = Trainer(small_config(horizon=6, num_minibatches=1), env, policy, device="cpu")
+    for _ in range(3):
+        trainer.evaluate()
+        buf = trainer.buffer
+        obs = buf.observations
+        # Each segment holds consecutive steps of one row.
+        assert torch.equal(obs[:, 1:, 0] - obs[:, :-1, 0], torch.ones(8, 5))
+        assert torch.equal(buf.rewards, obs[:, :, 0] + 1)
+        assert torch.equal(buf.truncations, obs[:, :, 1] + 1 == 5)
+        assert torch.equal(buf.starts, obs[:, :, 1] == 0)
+        # next_values: V of the next observation, the true final one where truncated.
+        after = torch.stack([obs[:, :, 0] + 1, obs[:, :, 1] + 1], -1)
+        with torch.no_grad():
+            _, expected, _ = policy(after.reshape(-1, 2))
+        torch.testing.assert_close(buf.next_values, expected.reshape(8, 6))
+        with torch.no_grad():
+            _, values, _ = policy(obs.reshape(-1, 2))
+        torch.testing.assert_close(buf.values, values.reshape(8, 6))
+        trainer.train()
+    assert trainer.global_step >= 3 * 8 * 6
+
+
+# -- one call --------------------------------------------------------------------------------------
+
+
+def test_train_one_call_with_callback():
+    vecenv = puffer.envs.make("cartpole", num_envs=8, seed=0)
+    policy = P.make(P.PolicyConfig(hidden_sizes=[16]), vecenv)
+    seen = []
+    trainer = train(
+        small_config(total_timesteps=8 * 8 * 3), vecenv, policy, device="cpu", callback=seen.append
+    )
+    assert trainer.done and len(seen) == 3 and seen[-1]["epoch"] == 3
+    stopped = train(
+        small_config(), vecenv, policy, device="cpu", callback=lambda m: m["epoch"] >= 2
+    )
+    assert stopped.epoch == 2 and not stopped.done
+    stopped.close()
+
+
+def test_adam_matches_torch_adam():
+    from puffer.ppo.optim import Adam
+
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    b = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    b.load_state_dict(a.state_dict())
+    ours = Adam(a.parameters(), lr=0.01, betas=(0.8, 0.99), eps=1e-5)
+    theirs = torch.optim.Adam(b.parameters(), lr=0.01, betas=(0.8, 0.99), eps=1e-5, foreach=True)
+    x = torch.randn(16, 3)
+    for step in range(5):
+        for net, opt in ((a, ours), (b, theirs)):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+        ours.param_groups[0]["lr"] = theirs.param_groups[0]["lr"] = 0.01 / (step + 2)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    restored = Adam(b.parameters(), lr=0.5)
+    restored.load_state_dict(ours.state_dict())
+    assert restored.steps == 5 and restored.param_groups[0]["lr"] == pytest.approx(0.01 / 6)
