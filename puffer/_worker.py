@@ -142,7 +142,10 @@ def _error(e: BaseException) -> tuple[str, str, str]:
 
 def main(a: WorkerArgs) -> None:
     """The worker loop: wait for a command, run it on the block env, report."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    # Ctrl-C and a group-wide SIGTERM (`timeout`, systemd, SLURM) are the main process's to
+    # handle: it checkpoints, then closes this worker. A worker whose parent dies gets SIGKILL.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if a.pdeathsig:
         _die_with_parent()
     ppid = os.getppid()

@@ -68,6 +68,10 @@ class VectorConfig:
     num_envs: int = 8
     num_workers: int | None = None  # multiprocessing: worker processes (None = CPU cores)
     batch_size: int | None = None  # rows per asynchronous batch (None = all rows)
+    # multiprocessing only:
+    oversubscribe: bool = False  # allow more workers than CPU cores
+    timeout: float = 60.0  # seconds a worker may take to answer before TimeoutError
+    start_method: str | None = None  # fork | spawn | forkserver (None: fork on Linux)
 
 
 @dataclass
@@ -360,18 +364,19 @@ def validate(cfg: DictConfig) -> None:
         f"vector.backend={vec.backend!r}: use vector=serial or vector=multiprocessing.",
     )
     _require(vec.num_envs >= 1, f"vector.num_envs={vec.num_envs}: must be at least 1.")
-    if vec.num_workers is not None:
-        _require(vec.num_workers >= 1, f"vector.num_workers={vec.num_workers}: must be >= 1.")
-        _require(
-            vec.num_envs % vec.num_workers == 0,
-            f"vector.num_envs={vec.num_envs} is not divisible by vector.num_workers="
-            f"{vec.num_workers}: choose num_envs a multiple of num_workers.",
-        )
-    if vec.batch_size is not None:
-        _require(
-            1 <= vec.batch_size <= vec.num_envs and vec.num_envs % vec.batch_size == 0,
-            f"vector.batch_size={vec.batch_size} must divide vector.num_envs={vec.num_envs}.",
-        )
+    if env.name != "custom":  # a custom creator may return several rows per call: make() checks
+        from puffer.vector import layout
+
+        try:
+            layout(
+                vec.num_envs,
+                vec.num_workers,
+                vec.batch_size,
+                parallel=vec.backend == "multiprocessing",
+                oversubscribe=vec.oversubscribe,
+            )
+        except ValueError as e:
+            raise ConfigError(f"vector: {e}.") from None
     _require(
         cfg.checkpoint.interval >= 1,
         f"checkpoint.interval={cfg.checkpoint.interval}: must be at least 1 update.",

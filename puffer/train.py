@@ -73,14 +73,25 @@ def make_vecenv(cfg: DictConfig, num_envs: int | None = None, backend: str | Non
 
     creator, env_kwargs = env_creator(cfg)
     backend = backend or cfg.vector.backend
+    vec = cfg.vector
+    parallel = (
+        {
+            "timeout": vec.timeout,
+            "start_method": vec.start_method,
+            "oversubscribe": vec.oversubscribe,
+        }
+        if backend == "multiprocessing"
+        else {}
+    )
     return vector.make(
         creator,
-        num_envs=num_envs or cfg.vector.num_envs,
+        num_envs=num_envs or vec.num_envs,
         backend=backend,
-        num_workers=cfg.vector.num_workers if backend == "multiprocessing" else None,
-        batch_size=cfg.vector.batch_size,
+        num_workers=vec.num_workers if backend == "multiprocessing" else None,
+        batch_size=vec.batch_size,
         seed=cfg.seed,
         env_kwargs=env_kwargs or None,
+        **parallel,
     )
 
 
@@ -106,8 +117,8 @@ class StopFlag:
 
     def _handler(self, signum: int, frame: Any) -> None:
         if os.getpid() != self.pid:
-            # A forked env worker inherited this handler and got a group-wide signal (Ctrl-C,
-            # `timeout`, systemd): the main process stops it through the VecEnv's close().
+            # A process forked before the worker loop set its own handlers (a group-wide signal
+            # can arrive in between): the main process stops it through the VecEnv's close().
             return
         if self.signum is not None:
             raise KeyboardInterrupt

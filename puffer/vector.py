@@ -34,7 +34,7 @@ from puffer._blocks import Recipe, as_one_agent, check_vec, merge_infos, step_in
 from puffer.env import Buffers, EnvClosedError, Infos, PufferEnv, VecEnv
 from puffer.spaces import Space
 
-__all__ = ["BACKENDS", "Multiprocessing", "Serial", "WorkerError", "make"]
+__all__ = ["BACKENDS", "Multiprocessing", "Serial", "WorkerError", "layout", "make"]
 
 BACKENDS = ("serial", "multiprocessing")
 
@@ -133,41 +133,27 @@ def _probe(
     return Recipe(env_creator, env_kwargs, "one", 1), env, original
 
 
-def _plan(
-    env_creator: Any,
+def layout(
     num_envs: int,
-    num_workers: int | None,
-    batch_size: int | None,
-    seed: int,
-    env_kwargs: dict[str, Any] | None,
+    num_workers: int | None = None,
+    batch_size: int | None = None,
     *,
     parallel: bool,
     oversubscribe: bool = False,
-) -> _Plan:
-    """Check the configuration and probe the creator; raises before any worker starts."""
+    rows_per_env: int = 1,
+) -> tuple[int, int]:
+    """``(num_workers, batch_size)`` for a split of ``num_envs`` rows, defaults filled in.
+
+    ``rows_per_env`` is how many rows one ``env_creator()`` call gives. Raises ``ValueError``
+    naming the values to change when the rows do not split into whole workers and batches, or when
+    ``parallel`` workers would outnumber the CPU cores without ``oversubscribe``.
+    """
     num_envs = _positive_int("num_envs", num_envs)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed={seed!r}: must be a non-negative integer")
-    if env_kwargs is None:
-        env_kwargs = {}
-    if not isinstance(env_kwargs, dict):
-        raise TypeError(f"env_kwargs={env_kwargs!r}: must be a dict of keyword arguments")
     if num_workers is not None:
         num_workers = _positive_int("num_workers", num_workers)
     if batch_size is not None:
         batch_size = _positive_int("batch_size", batch_size)
-
-    recipe, probe, original = _probe(env_creator, dict(env_kwargs))
-    try:
-        if isinstance(probe, VecEnv):
-            obs_space, act_space = probe.single_observation_space, probe.single_action_space
-        else:
-            obs_space, act_space = probe.observation_space, probe.action_space
-        Buffers.specs(obs_space, act_space, 1)  # raises for spaces a buffer cannot hold
-    finally:
-        probe.close()
-
-    k = recipe.rows_per_env
+    k = rows_per_env
     if num_envs % k:
         raise ValueError(
             f"num_envs={num_envs} is not a multiple of the {k} rows each env_creator() call "
@@ -200,6 +186,48 @@ def _plan(
             f"num_envs/num_workers={rows} rows and must divide num_envs={num_envs}; use "
             f"batch_size in {fits[:12]} (or None for all rows), or change num_workers"
         )
+    return num_workers, batch_size
+
+
+def _plan(
+    env_creator: Any,
+    num_envs: int,
+    num_workers: int | None,
+    batch_size: int | None,
+    seed: int,
+    env_kwargs: dict[str, Any] | None,
+    *,
+    parallel: bool,
+    oversubscribe: bool = False,
+) -> _Plan:
+    """Check the configuration and probe the creator; raises before any worker starts."""
+    num_envs = _positive_int("num_envs", num_envs)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed={seed!r}: must be a non-negative integer")
+    if env_kwargs is None:
+        env_kwargs = {}
+    if not isinstance(env_kwargs, dict):
+        raise TypeError(f"env_kwargs={env_kwargs!r}: must be a dict of keyword arguments")
+
+    recipe, probe, original = _probe(env_creator, dict(env_kwargs))
+    try:
+        if isinstance(probe, VecEnv):
+            obs_space, act_space = probe.single_observation_space, probe.single_action_space
+        else:
+            obs_space, act_space = probe.observation_space, probe.action_space
+        Buffers.specs(obs_space, act_space, 1)  # raises for spaces a buffer cannot hold
+    finally:
+        probe.close()
+
+    num_workers, batch_size = layout(
+        num_envs,
+        num_workers,
+        batch_size,
+        parallel=parallel,
+        oversubscribe=oversubscribe,
+        rows_per_env=recipe.rows_per_env,
+    )
+    rows = num_envs // num_workers
     blocks = [(w * rows, (w + 1) * rows) for w in range(num_workers)]
     return _Plan(
         recipe, obs_space, act_space, original, num_envs, num_workers, batch_size, int(seed), blocks

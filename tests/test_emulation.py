@@ -146,12 +146,27 @@ def test_bad_arguments():
         GymnasiumEnv("NoSuchEnv-v0")
 
 
+class Painted(DictEnv):
+    """Renders an RGB frame whose colour is the step count."""
+
+    def __init__(self):
+        super().__init__()
+        self.render_mode = "rgb_array"
+        self.closed = False
+
+    def render(self):
+        return np.full((3, 4, 3), self.t, np.uint8)
+
+    def close(self):
+        self.closed = True
+
+
 def test_render_and_close():
-    env = GymnasiumEnv("CartPole-v1", render_mode="rgb_array")
+    inner = Painted()
+    env = GymnasiumEnv(inner)
     env.reset(seed=0)
-    try:
-        frame = env.render()
-    except gymnasium.error.DependencyNotInstalled:
-        pytest.skip("pygame is not installed")
-    assert frame.ndim == 3
+    env.step(np.array([1, 0]))
+    frame = env.render()
+    assert frame.shape == (3, 4, 3) and frame.dtype == np.uint8 and (frame == 1).all()
     env.close()
+    assert inner.closed
