@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def puffer_script() -> str:
     found = shutil.which("puffer", path=str(Path(sys.executable).parent))
-    if found is None:
-        pytest.skip("the puffer console script is not installed in this environment")
+    assert found, (
+        f"the puffer console script is not installed next to {sys.executable}: pip install -e ."
+    )
     return found
 
 
@@ -118,8 +119,6 @@ def test_wheel_ships_the_configs_and_runs_from_an_installed_copy(tmp_path, helpe
         text=True,
         timeout=300,
     )
-    if build.returncode != 0 and "hatchling" in build.stderr.lower():
-        pytest.skip(f"cannot build the wheel here: {build.stderr[-300:]}")
     assert build.returncode == 0, build.stderr
     (wheel,) = dist.glob("puffer-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

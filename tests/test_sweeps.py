@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
-
-import pytest
 
 from puffer.runs import sweep_rows, write_json, write_sweep_summary
 
@@ -80,17 +77,6 @@ def test_sweep_rows_order_and_csv(tmp_path):
     assert table.count("seed=1") == 1 and "all jobs: seed=1" in table  # shared: the caption
 
 
-needs_optuna = pytest.mark.skipif(
-    importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
-    reason="the sweep extra is not installed: pip install -e '.[sweep]'",
-)
-needs_joblib = pytest.mark.skipif(
-    importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
-    reason="the sweep extra is not installed: pip install -e '.[sweep]'",
-)
-
-
-@needs_optuna
 def test_optuna_preset_searches_ppo_parameters(run, helpers, tmp_path):
     proc = run(
         "puffer.train",
@@ -112,7 +98,6 @@ def test_optuna_preset_searches_ppo_parameters(run, helpers, tmp_path):
     assert float(rows[0]["objective"]) == best
 
 
-@needs_joblib
 def test_parallel_launcher_runs_jobs_in_processes(run, helpers, tmp_path):
     proc = run(
         "puffer.train",
