@@ -33,7 +33,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/env_throughput.py
 	$(PY) benchmarks/vector_throughput.py
-	$(PY) -m pip install --quiet '.[bench]'
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/time_to_solve.py
 
 lint: $(STAMP)

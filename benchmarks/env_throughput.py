@@ -24,92 +24,87 @@ import numpy as np
 import puffer.envs as envs
 
 ROWS = (1, 64, 1024, 4096)
-ACTION_BATCHES = 64  # distinct pre-drawn action batches, cycled
+ACTION_BATCHES = 64  # at most this many pre-drawn action batches, cycled
+
+
+def timed(chunk: Callable[[], int]) -> Callable[[float], float]:
+    """A measurement: call ``chunk`` (it returns how many steps it took) until ``duration`` seconds
+    have passed; steps per second."""
+
+    def run(duration: float) -> float:
+        steps, start = 0, time.perf_counter()
+        while True:
+            steps += chunk()
+            elapsed = time.perf_counter() - start
+            if elapsed >= duration:
+                return steps / elapsed
+
+    return run
 
 
 def one_agent_loop(name: str) -> Callable[[float], float]:
     env = envs.make_one(name, seed=0)
     rng = np.random.default_rng(0)
     space = env.action_space
-    actions = [space.sample(rng) for _ in range(4096)]
+    actions = [space.sample(rng) for _ in range(256)]
     if space.shape == ():
         actions = [int(a) for a in actions]  # what a user loop would pass
     env.reset(seed=0)
 
-    def run(duration: float) -> float:
-        steps, start = 0, time.perf_counter()
-        while True:
-            for a in actions[:256]:
-                if env.step(a).done:
-                    env.reset()
-            steps += 256
-            elapsed = time.perf_counter() - start
-            if elapsed >= duration:
-                return steps / elapsed
+    def chunk() -> int:
+        for a in actions:
+            if env.step(a).done:
+                env.reset()
+        return len(actions)
 
-    return run
+    return timed(chunk)
 
 
 def vec_loop(name: str, rows: int) -> Callable[[float], float]:
     env = envs.make(name, num_envs=rows, seed=0)
     rng = np.random.default_rng(0)
-    batches = [env.single_action_space.sample_batch(rows, rng) for _ in range(ACTION_BATCHES)]
+    count = max(1, min(ACTION_BATCHES, 200_000 // rows))  # a chunk of about 200k steps at most
+    batches = [env.single_action_space.sample_batch(rows, rng) for _ in range(count)]
     env.reset()
-    per_check = max(1, min(ACTION_BATCHES, 200_000 // rows))
 
-    def run(duration: float) -> float:
-        steps, start = 0, time.perf_counter()
-        while True:
-            for a in batches[:per_check]:
-                env.step(a)
-            steps += per_check * rows
-            elapsed = time.perf_counter() - start
-            if elapsed >= duration:
-                return steps / elapsed
+    def chunk() -> int:
+        for a in batches:
+            env.step(a)
+        return len(batches) * rows
 
-    return run
+    return timed(chunk)
 
 
 def gymnasium_single() -> Callable[[float], float]:
     import gymnasium
 
     env = gymnasium.make("CartPole-v1")
-    actions = np.random.default_rng(0).integers(2, size=4096).tolist()
+    actions = np.random.default_rng(0).integers(2, size=256).tolist()
     env.reset(seed=0)
 
-    def run(duration: float) -> float:
-        steps, start = 0, time.perf_counter()
-        while True:
-            for a in actions[:256]:
-                _, _, terminated, truncated, _ = env.step(a)
-                if terminated or truncated:
-                    env.reset()
-            steps += 256
-            elapsed = time.perf_counter() - start
-            if elapsed >= duration:
-                return steps / elapsed
+    def chunk() -> int:
+        for a in actions:
+            _, _, terminated, truncated, _ = env.step(a)
+            if terminated or truncated:
+                env.reset()
+        return len(actions)
 
-    return run
+    return timed(chunk)
 
 
 def gymnasium_sync(rows: int = 64) -> Callable[[float], float]:
     import gymnasium
 
     env = gymnasium.vector.SyncVectorEnv([lambda: gymnasium.make("CartPole-v1")] * rows)
-    batches = np.random.default_rng(0).integers(2, size=(ACTION_BATCHES, rows))
+    batches = np.random.default_rng(0).integers(2, size=(16, rows))
     env.reset(seed=0)
 
-    def run(duration: float) -> float:
-        steps, start = 0, time.perf_counter()
-        while True:
-            for a in batches[:16]:
-                env.step(a)
-            steps += 16 * rows
-            elapsed = time.perf_counter() - start
-            if elapsed >= duration:
-                return steps / elapsed
+    def chunk() -> int:
+        for a in batches:
+            env.step(a)
+        return len(batches) * rows
 
-    return run
+    return timed(chunk)
 
 
 def fmt(x: float | None) -> str:

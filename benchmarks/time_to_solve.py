@@ -134,6 +134,7 @@ def run_cleanrl(seed: int, threads: int, max_seconds: float) -> dict[str, object
 
     start = time.perf_counter()
     torch.manual_seed(seed)
+    np.random.seed(seed)  # the minibatch permutations, as CleanRL seeds them
     envs = gym.vector.SyncVectorEnv(
         [lambda: gym.make("CartPole-v1") for _ in range(num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,

@@ -20,17 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from puffer._worker import spin
+
 SPINS_US = (0, 5, 20, 100)
 
 
 def wait(sem: Any, spin_s: float) -> None:
-    """Acquire ``sem``: try without blocking for ``spin_s`` seconds, then block."""
-    if spin_s > 0:
-        end = time.perf_counter() + spin_s
-        while time.perf_counter() < end:
-            if sem.acquire(False):
-                return
-    sem.acquire()
+    """Acquire ``sem`` as ``Multiprocessing`` does: try for ``spin_s`` seconds, then block."""
+    if not spin(sem, spin_s):
+        sem.acquire()
 
 
 def worker(go: Any, done: Any, stop: Any, rows: int, spin_s: float) -> None:

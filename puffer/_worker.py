@@ -41,11 +41,11 @@ _IDLE_CHECK = 0.5  # seconds between checks that the parent is alive while idle
 SPIN = 5e-6
 
 
-def spin(sem: Any) -> bool:
-    """Try to acquire ``sem`` without blocking for up to ``SPIN`` seconds; whether it was."""
+def spin(sem: Any, seconds: float = SPIN) -> bool:
+    """Try to acquire ``sem`` without blocking for up to ``seconds``; whether it was."""
     if sem.acquire(False):
         return True
-    end = time.perf_counter() + SPIN
+    end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         if sem.acquire(False):
             return True

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from puffer.env import PufferEnv, StepResult, VecEnv
+from puffer.env import Buffers, PufferEnv, StepResult, VecEnv, array_space
 from puffer.spaces import Box, Dict, Discrete, MultiDiscrete, Space, Tuple
 
 __all__ = ["EnvCheckError", "check_env"]
@@ -283,11 +283,12 @@ class _VecChecker(_Checker):
         self.check_space("single_observation_space", obs_space)
         self.check_space("single_action_space", act_space)
         for attr, space in (("observation", obs_space), ("action", act_space)):
-            if not isinstance(space, (Box, Discrete, MultiDiscrete)):
+            try:
+                array_space(space, f"single_{attr}_space")
+            except TypeError as e:
                 raise self.fail(
-                    f"single_{attr}_space {space!r} cannot be stored in a buffer",
-                    "use Box, Discrete or MultiDiscrete (flatten Dict/Tuple observations)",
-                )
+                    str(e), "flatten Dict/Tuple spaces with puffer.spaces.flatten_space"
+                ) from None
         n = env.num_envs
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise self.fail(f"num_envs is {n!r}", "set num_envs to a positive int")
@@ -306,16 +307,10 @@ class _VecChecker(_Checker):
         self.check_refuses_bad_actions()
 
     def check_buffers(self) -> None:
-        env, n = self.env, self.env.num_envs
-        obs_shape = (n, *env.single_observation_space.shape)
-        expected = {
-            "observations": (obs_shape, env.single_observation_space.dtype),
-            "rewards": ((n,), np.dtype(np.float32)),
-            "terminals": ((n,), np.dtype(np.bool_)),
-            "truncations": ((n,), np.dtype(np.bool_)),
-            "final_observations": (obs_shape, env.single_observation_space.dtype),
-        }
-        for name, (shape, dtype) in expected.items():
+        env = self.env
+        specs = Buffers.specs(env.single_observation_space, env.single_action_space, env.num_envs)
+        del specs["actions"]  # the env's input, not part of what it returns
+        for name, (shape, dtype) in specs.items():
             arr = getattr(env, name, None)
             if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != dtype:
                 got = (

@@ -10,31 +10,33 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["CheckpointDir", "CheckpointError", "load", "save"]
+__all__ = ["CheckpointDir", "CheckpointError", "atomic_write", "load", "save"]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, not a checkpoint, or does not fit the model."""
 
 
-def save(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``obj`` to ``path`` atomically: temp file in the same directory, fsync, rename.
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[IO[Any]], object], *, binary: bool = True
+) -> Path:
+    """Create or replace ``path`` atomically: ``write(f)`` fills a temp file in the same
+    directory, which is fsynced and renamed over ``path``.
 
-    A crash or signal during the write leaves the previous file at ``path`` untouched.
+    A crash, signal or exception during the write leaves the previous file at ``path`` untouched
+    and no temp file behind.
     """
-    import torch
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -43,6 +45,16 @@ def save(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def save(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``obj`` to ``path`` atomically (``atomic_write``): the previous file survives a
+    failed write."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -117,14 +129,7 @@ class CheckpointDir:
     def save(self, obj: dict[str, Any], step: int) -> Path:
         """Write the checkpoint for ``step``, point ``latest`` at it, delete the oldest beyond ``keep``."""
         path = save(obj, self.directory / f"model_{step:012d}.pt")
-        pointer = self.directory / "latest"
-        fd, tmp = tempfile.mkstemp(prefix=".latest.", dir=self.directory)
-        with os.fdopen(fd, "w") as f:
-            f.write(path.name + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, pointer)
-        _fsync_dir(self.directory)
+        atomic_write(self.directory / "latest", lambda f: f.write(path.name + "\n"), binary=False)
         for old in self.all()[: -self.keep]:
             old.unlink(missing_ok=True)
         return path

@@ -14,13 +14,14 @@ import difflib
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from puffer.checkpoint import CheckpointDir
 from puffer.policy import PolicyConfig
 from puffer.ppo.config import PPOConfig
 
@@ -38,6 +39,7 @@ __all__ = [
     "explain",
     "group_options",
     "import_creator",
+    "override_key",
     "register",
     "validate",
     "writable_dir_problem",
@@ -219,7 +221,7 @@ def _keys_at(path: str, overrides: list[str] | tuple[str, ...] = ()) -> list[str
     ``env.kwargs`` get their keys from the env's YAML), else from the schema alone.
     """
     node: Any = OmegaConf.structured(TrainConfig)
-    rest = [o for o in overrides if not o.lstrip("+~").startswith(f"{path}.")] if path else []
+    rest = [o for o in overrides if not override_key(o).startswith(f"{path}.")] if path else []
     if path and len(rest) < len(overrides):
         with contextlib.suppress(ConfigError):
             node = compose(rest)
@@ -230,11 +232,29 @@ def _keys_at(path: str, overrides: list[str] | tuple[str, ...] = ()) -> list[str
     return [str(k) for k in node] if isinstance(node, DictConfig) else []
 
 
+def override_key(override: str) -> str:
+    """The key a command-line override sets: ``'+env.kwargs.x=1' -> 'env.kwargs.x'``."""
+    return override.lstrip("~+").split("=", 1)[0]
+
+
 def _did_you_mean(word: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def _unknown_key(full_key: str, allowed: list[str], extra: str = "") -> str:
+    """The message for ``full_key``, which is not one of ``allowed`` (its parent's keys)."""
+    parent, _, leaf = full_key.rpartition(".")
+    where = f"{parent!r}" if parent else "the top level"
+    hint = _did_you_mean(leaf, allowed)
+    listing = ""
+    if allowed and not hint:
+        listing = f" Keys of {parent or 'the config'}: {', '.join(allowed)}."
+    if parent == "env.kwargs":
+        hint += f" To pass a new keyword to the env, use +{full_key}=VALUE."
+    return f"unknown config key {full_key!r} (no key {leaf!r} in {where}).{hint}{listing}{extra}"
 
 
 def explain(exc: BaseException, overrides: list[str] | tuple[str, ...] = ()) -> str:
@@ -248,7 +268,7 @@ def explain(exc: BaseException, overrides: list[str] | tuple[str, ...] = ()) -> 
     text = "\n".join(str(x) for x in chain)
 
     # An unknown group option: "Could not find 'env/cartpol'" + "Available options in 'env'".
-    m = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    m = re.search(r"Could not (?:find|load) '([^']+)/([^'/]+)'", text)
     if m:
         group, option = m[1], m[2]
         if group.startswith("hydra/") and option in ("optuna", "joblib"):
@@ -266,16 +286,7 @@ def explain(exc: BaseException, overrides: list[str] | tuple[str, ...] = ()) -> 
     m = re.search(r"full_key: (\S+)", text)
     if m and re.search(r"Key '[^']+' (is )?not in", text):
         full_key = m[1]
-        parent, _, leaf = full_key.rpartition(".")
-        allowed = _keys_at(parent, overrides)
-        where = f"{parent!r}" if parent else "the top level"
-        hint = _did_you_mean(leaf, allowed)
-        listing = ""
-        if allowed and not hint:
-            listing = f" Keys of {parent or 'the config'}: {', '.join(allowed)}."
-        if parent == "env.kwargs":
-            hint += f" To pass a new keyword to the env, use +{full_key}=VALUE."
-        return f"unknown config key {full_key!r} (no key {leaf!r} in {where}).{hint}{listing}"
+        return _unknown_key(full_key, _keys_at(full_key.rpartition(".")[0], overrides))
     # A value of the wrong type: "Value 'abc' of type 'str' could not be converted to Float".
     m = re.search(r"Value '(.*)' of type '(\w+)' could not be converted to (\w+)", text)
     if m:
@@ -316,6 +327,7 @@ def validate(cfg: DictConfig) -> None:
     """Check values that types cannot: choices, ranges and consistency. Raises ``ConfigError``."""
     from puffer import envs
 
+    _check_schema_keys(cfg, OmegaConf.structured(TrainConfig))
     env = cfg.env
     if env.name == "custom":
         _require(
@@ -377,6 +389,19 @@ def validate(cfg: DictConfig) -> None:
             )
         except ValueError as e:
             raise ConfigError(f"vector: {e}.") from None
+    if vec.backend == "multiprocessing":
+        import multiprocessing
+
+        methods = multiprocessing.get_all_start_methods()
+        _require(
+            vec.start_method is None or vec.start_method in methods,
+            f"vector.start_method={vec.start_method!r}: use one of {', '.join(methods)} "
+            "(or null for the platform's default).",
+        )
+        _require(
+            vec.timeout > 0,
+            f"vector.timeout={vec.timeout}: must be a positive number of seconds.",
+        )
     _require(
         cfg.checkpoint.interval >= 1,
         f"checkpoint.interval={cfg.checkpoint.interval}: must be at least 1 update.",
@@ -393,9 +418,32 @@ def validate(cfg: DictConfig) -> None:
         run = Path(cfg.resume)
         _require(run.is_dir(), f"resume={cfg.resume}: no such run directory.")
         _require(
-            any((run / "checkpoints").glob("model_*.pt")),
+            CheckpointDir(run / "checkpoints").latest() is not None,
             f"resume={cfg.resume}: the run has no checkpoints in {run / 'checkpoints'}.",
         )
+
+
+def _check_schema_keys(node: DictConfig, schema: DictConfig, prefix: str = "") -> None:
+    """Refuse keys the schema does not have (a ``+key=value`` override adds them unchecked);
+    dict-typed nodes such as ``env.kwargs`` take any key."""
+    for key in node:
+        if not prefix and key == "hydra":
+            continue
+        if key not in schema:
+            raise ConfigError(
+                _unknown_key(
+                    f"{prefix}{key}",
+                    [str(k) for k in schema],
+                    " A '+' override adds new keys only under env.kwargs (+env.kwargs.NAME=VALUE).",
+                )
+            )
+        child, expected = node._get_node(key), schema._get_node(key)
+        if (
+            isinstance(child, DictConfig)
+            and isinstance(expected, DictConfig)
+            and is_dataclass(OmegaConf.get_type(expected))
+        ):
+            _check_schema_keys(child, expected, f"{prefix}{key}.")
 
 
 def _check_gymnasium_id(env_id: str) -> None:

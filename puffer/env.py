@@ -25,6 +25,19 @@ one value per ended episode that reported it (``episode_return``, ``episode_leng
 keys such as ``success``). Empty on steps where no episode ended."""
 
 
+def check_int(owner: str, name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int, or a ``ValueError`` naming ``owner`` and ``name`` unless it is a whole
+    number (an int, or a float such as 500.0) of at least ``minimum``."""
+    try:
+        ok = int(value) == value and value >= minimum
+    except (TypeError, ValueError, OverflowError):  # None, "3", NaN, inf
+        ok = False
+    if not ok:
+        need = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{owner}: {name}={value!r} must be {need}")
+    return int(value)
+
+
 class ResetNeeded(RuntimeError):
     """``step`` was called before ``reset``, or after the episode ended without a new ``reset``."""
 
@@ -68,18 +81,19 @@ def _lifecycle_error(name: str, method: str, phase: str) -> RuntimeError:
     )
 
 
+def _require_space(space: Any, what: str) -> None:
+    if not isinstance(space, Space):
+        hint = (
+            " (convert gymnasium spaces with puffer.spaces.from_gymnasium)"
+            if type(space).__module__.startswith("gymnasium")
+            else ""
+        )
+        raise TypeError(f"{what} is {space!r}, not a puffer.spaces.Space{hint}")
+
+
 def _check_spaces(env: PufferEnv) -> None:
     for attr in ("observation_space", "action_space"):
-        space = getattr(env, attr, None)
-        if not isinstance(space, Space):
-            hint = (
-                " (convert gymnasium spaces with puffer.spaces.from_gymnasium)"
-                if type(space).__module__.startswith("gymnasium")
-                else ""
-            )
-            raise TypeError(
-                f"{type(env).__name__}.{attr} is {space!r}, not a puffer.spaces.Space{hint}"
-            )
+        _require_space(getattr(env, attr, None), f"{type(env).__name__}.{attr}")
 
 
 def _guard_reset(fn: Any) -> Any:
@@ -130,10 +144,22 @@ def _guard_step(fn: Any) -> Any:
 def _guard_close(fn: Any) -> Any:
     @functools.wraps(fn)
     def close(self: PufferEnv) -> None:
-        if self.__dict__.get("_puffer_phase") == _CLOSED:
-            return
-        self._puffer_phase = _CLOSED
-        fn(self)
+        # Each close() in the class chain runs once: the outermost call marks the env closed,
+        # and the super().close() calls made while it runs still run their own bodies.
+        d = self.__dict__
+        running = d.get("_puffer_closing")
+        if running is None:
+            if d.get("_puffer_phase") == _CLOSED:
+                return
+            self._puffer_phase = _CLOSED
+            running = d["_puffer_closing"] = {fn}
+            try:
+                fn(self)
+            finally:
+                del d["_puffer_closing"]
+        elif fn not in running:
+            running.add(fn)
+            fn(self)
 
     close._puffer_guarded = True  # type: ignore[attr-defined]
     return close
@@ -222,11 +248,7 @@ class PufferEnv:
 
 def array_space(space: Space, what: str) -> None:
     """Raise unless ``space`` is stored as one array per row (Box, Discrete, MultiDiscrete)."""
-    if not isinstance(space, Space):
-        raise TypeError(
-            f"{what} {space!r} is not a puffer.spaces.Space "
-            "(convert gymnasium spaces with puffer.spaces.from_gymnasium)"
-        )
+    _require_space(space, what)
     if not isinstance(space, (Box, Discrete, MultiDiscrete)):
         raise TypeError(
             f"{what} {space!r} cannot be stored in a VecEnv buffer: use Box, Discrete or "
@@ -307,13 +329,12 @@ class VecEnv:
         num_envs: int,
         buffers: Buffers | None = None,
     ):
-        if int(num_envs) != num_envs or num_envs < 1:
-            raise ValueError(f"{type(self).__name__}: num_envs={num_envs!r} must be a positive int")
+        num_envs = check_int(type(self).__name__, "num_envs", num_envs)
         self.single_observation_space = single_observation_space
         self.single_action_space = single_action_space
         # The observation space before flattening: a Dict/Tuple that a policy may unflatten.
         self.original_observation_space = single_observation_space
-        self.num_envs = int(num_envs)
+        self.num_envs = num_envs
         self.batch_size = self.num_envs
         if buffers is None:
             buffers = Buffers.allocate(single_observation_space, single_action_space, self.num_envs)

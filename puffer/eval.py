@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from puffer import checkpoint as ckpt
-from puffer.config import ConfigError, compose, validate
+from puffer.config import ConfigError, compose, override_key, validate
 from puffer.runs import read_overrides
 
 __all__ = ["EvalResult", "evaluate", "load_run", "main"]
@@ -81,20 +81,18 @@ def load_run(run_dir: str | Path, overrides: list[str] = ()) -> Any:  # type: ig
     if not run_dir.is_dir():
         raise ConfigError(f"run={run_dir}: no such directory.")
     base = [
-        o for o in read_overrides(run_dir) if not o.lstrip("+~").startswith(("resume=", "hydra."))
+        o
+        for o in read_overrides(run_dir)
+        if override_key(o) != "resume" and not override_key(o).startswith("hydra.")
     ]
     cfg = compose([*base, *overrides])
     # The checkpoint's network is the one trained: keep the run's policy even when another env
     # (with other tuned values) is chosen here, unless this command line sets the policy itself.
     saved = run_dir / ".hydra" / "config.yaml"
-    if saved.is_file() and not any(_key(o).split(".")[0] == "policy" for o in overrides):
+    if saved.is_file() and not any(override_key(o).split(".")[0] == "policy" for o in overrides):
         cfg = OmegaConf.merge(cfg, {"policy": OmegaConf.load(saved).policy})
     validate(cfg)
     return cfg
-
-
-def _key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0]
 
 
 def evaluate(
@@ -111,17 +109,11 @@ def evaluate(
 
     from puffer import policy as policies
     from puffer.ppo.trainer import resolve_device
-    from puffer.train import make_vecenv, policy_config
+    from puffer.train import load_checkpoint, make_vecenv, policy_config
 
     path = Path(checkpoint)
-    state = ckpt.load(path)
-    try:
-        trainer_state = state["trainer"]
-        weights = trainer_state["policy"]
-    except (KeyError, TypeError):
-        raise ckpt.CheckpointError(
-            f"checkpoint {path} is not a puffer training checkpoint (no trainer/policy entry)"
-        ) from None
+    state = load_checkpoint(path)
+    trainer_state = state["trainer"]
     rows = max(1, min(episodes, MAX_ROWS))
     vecenv = make_vecenv(cfg, num_envs=rows, backend="serial")
     try:
@@ -132,7 +124,7 @@ def evaluate(
                 raise RuntimeError(
                     f"it holds a {saved_class} policy, the config a {type(policy).__name__}"
                 )
-            policy.load_state_dict(weights)
+            policy.load_state_dict(trainer_state["policy"])
         except RuntimeError as e:
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
             detail = " ".join(lines[:2])[:300] if lines else type(e).__name__
@@ -226,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         result = evaluate(cfg, path, episodes, deterministic=deterministic, render=render)
+    except ConfigError as e:  # the env rejects its settings (e.g. an env.kwargs override)
+        print(f"puffer.eval: config error: {e}", file=sys.stderr)
+        return 2
     except ckpt.CheckpointError as e:
         print(f"puffer.eval: {e}", file=sys.stderr)
         return 1

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from puffer.checkpoint import atomic_write
+
 __all__ = ["Loggers", "MetricsJsonl", "Sink", "TensorBoard", "Wandb", "read_jsonl"]
 
 
@@ -50,9 +52,9 @@ class MetricsJsonl:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.is_file():
             kept = [r for r in read_jsonl(self.path) if r.get("global_step", 0) <= resume_step]
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            os.replace(tmp, self.path)
+            atomic_write(
+                self.path, lambda f: f.writelines(json.dumps(r) + "\n" for r in kept), binary=False
+            )
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
@@ -128,10 +130,10 @@ class Wandb:
     ):
         import wandb
 
-        self._wandb = wandb
         run_dir = Path(run_dir)
         id_file = run_dir / "wandb_id"
         run_id = id_file.read_text().strip() if id_file.is_file() else _new_run_id()
+        id_file.write_text(run_id + "\n")  # first: nothing may fail between init and close
         kw: dict[str, Any] = dict(
             dir=str(run_dir),
             project=project,
@@ -151,7 +153,6 @@ class Wandb:
                 raise
             warnings.warn(f"wandb online init failed ({e}); logging offline instead", stacklevel=2)
             self.run = wandb.init(mode="offline", **kw)
-        id_file.write_text(run_id + "\n")
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         self.run.log(_scalars(metrics), step=int(step))

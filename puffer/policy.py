@@ -95,6 +95,28 @@ def _sample_index(logp: torch.Tensor, generator: torch.Generator | None) -> torc
     return index.clamp_(max=logp.shape[-1] - 1)  # cumsum may fall short of 1 by rounding
 
 
+def _categorical_sample(
+    logits: torch.Tensor, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sampled index per row of ``logits`` ``(B, n)`` and its log-probability, each ``(B, 1)``."""
+    logp = torch.log_softmax(logits, -1)
+    index = _sample_index(logp, generator)
+    return index, logp.gather(-1, index)
+
+
+def _categorical_log_prob_entropy(
+    logits: torch.Tensor, index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The log-probability of ``index`` ``(..., 1)`` and the entropy, each of the batch shape."""
+    logp = torch.log_softmax(logits, -1)
+    return logp.gather(-1, index).squeeze(-1), -(logp.exp() * logp).sum(-1)
+
+
+def _normal_log_prob(z: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Log-density of a diagonal Gaussian at standardized ``z`` ``(..., d)``, summed over ``d``."""
+    return (-0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
 class CategoricalHead(nn.Module):
     """``Discrete(n, start)``: logits ``(B, n)``; actions are int64 indices ``0..n-1`` (the env gets
     ``start + index``)."""
@@ -113,9 +135,8 @@ class CategoricalHead(nn.Module):
         self, logits: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(action (B,) int64, log_prob (B,))``."""
-        logp = torch.log_softmax(logits, -1)
-        action = _sample_index(logp, generator)
-        return action.squeeze(-1), logp.gather(-1, action).squeeze(-1)
+        action, logp = _categorical_sample(logits, generator)
+        return action.squeeze(-1), logp.squeeze(-1)
 
     def mode(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.argmax(-1)
@@ -124,9 +145,7 @@ class CategoricalHead(nn.Module):
         self, logits: torch.Tensor, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probability of ``action`` and the entropy, each of the batch shape."""
-        logp = torch.log_softmax(logits, -1)
-        entropy = -(logp.exp() * logp).sum(-1)
-        return logp.gather(-1, action.unsqueeze(-1)).squeeze(-1), entropy
+        return _categorical_log_prob_entropy(logits, action.unsqueeze(-1))
 
     def to_env(self, action: torch.Tensor) -> np.ndarray:
         out = action.cpu().numpy()
@@ -150,13 +169,8 @@ class MultiCategoricalHead(nn.Module):
     def sample(
         self, logits: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        actions, logps = [], []
-        for part in logits.split(self.nvec, -1):
-            logp = torch.log_softmax(part, -1)
-            a = _sample_index(logp, generator)
-            actions.append(a)
-            logps.append(logp.gather(-1, a))
-        return torch.cat(actions, -1), torch.cat(logps, -1).sum(-1)
+        parts = [_categorical_sample(part, generator) for part in logits.split(self.nvec, -1)]
+        return torch.cat([p[0] for p in parts], -1), torch.cat([p[1] for p in parts], -1).sum(-1)
 
     def mode(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.stack([p.argmax(-1) for p in logits.split(self.nvec, -1)], -1)
@@ -164,12 +178,11 @@ class MultiCategoricalHead(nn.Module):
     def log_prob_entropy(
         self, logits: torch.Tensor, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logp_sum = entropy = 0
-        for i, part in enumerate(logits.split(self.nvec, -1)):
-            logp = torch.log_softmax(part, -1)
-            logp_sum = logp_sum + logp.gather(-1, action[..., i : i + 1]).squeeze(-1)
-            entropy = entropy - (logp.exp() * logp).sum(-1)
-        return logp_sum, entropy  # type: ignore[return-value]
+        parts = [
+            _categorical_log_prob_entropy(part, action[..., i : i + 1])
+            for i, part in enumerate(logits.split(self.nvec, -1))
+        ]
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)  # type: ignore[return-value]
 
     def to_env(self, action: torch.Tensor) -> np.ndarray:
         return action.cpu().numpy()
@@ -204,9 +217,7 @@ class GaussianHead(nn.Module):
         self, mean: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        action = mean + self.log_std.exp() * noise
-        logp = (-0.5 * noise.square() - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        return action, logp
+        return mean + self.log_std.exp() * noise, _normal_log_prob(noise, self.log_std)
 
     def mode(self, mean: torch.Tensor) -> torch.Tensor:
         return mean
@@ -214,8 +225,7 @@ class GaussianHead(nn.Module):
     def log_prob_entropy(
         self, mean: torch.Tensor, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        z = (action - mean) * torch.exp(-self.log_std)
-        logp = (-0.5 * z.square() - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        logp = _normal_log_prob((action - mean) * torch.exp(-self.log_std), self.log_std)
         entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum().expand(mean.shape[:-1])
         return logp, entropy
 

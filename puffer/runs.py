@@ -11,12 +11,13 @@ import csv
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from puffer.checkpoint import CheckpointDir, atomic_write
 
 __all__ = [
     "SweepSummary",
@@ -33,14 +34,10 @@ METRICS = "metrics.jsonl"
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as JSON atomically (temp file, rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    """Write ``obj`` as JSON atomically (``puffer.checkpoint.atomic_write``)."""
+    return atomic_write(
+        path, lambda f: f.write(json.dumps(obj, indent=2, default=str) + "\n"), binary=False
+    )
 
 
 def read_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -69,7 +66,7 @@ def find_run(env: str, outputs: str | os.PathLike[str] = "outputs") -> Path:
     """The newest run directory of ``env`` under ``outputs`` that has a checkpoint."""
     base = Path(outputs) / env
     runs = sorted(
-        (d for d in base.glob("*") if any((d / "checkpoints").glob("model_*.pt"))),
+        (d for d in base.glob("*") if CheckpointDir(d / "checkpoints").latest() is not None),
         key=lambda d: (d.stat().st_mtime, d.name),
     )
     if not runs:

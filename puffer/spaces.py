@@ -140,7 +140,7 @@ class _ArraySpace(Space):
             return bool(((arr >= self.low) & (arr <= self.high)).all())
         if arr.ndim == 0:
             return bool(lo <= arr <= hi)
-        return bool(arr.min() >= lo and arr.max() <= hi)
+        return arr.size == 0 or bool(arr.min() >= lo and arr.max() <= hi)  # min() of 0 values fails
 
     def _set_bounds(self, low: Any, high: Any) -> None:
         self.low, self.high = low, high
@@ -293,13 +293,29 @@ class Box(_ArraySpace):
         if np.isnan(low_arr).any() or np.isnan(high_arr).any() or (low_arr > high_arr).any():
             raise ValueError(f"Box: needs low <= high everywhere, got low={low!r}, high={high!r}")
         if dtype.kind in "iu":
+            info = np.iinfo(dtype)
             if not (np.isfinite(low_arr).all() and np.isfinite(high_arr).all()):
                 raise ValueError(
                     f"Box(dtype={dtype}): integer bounds must be finite "
                     f"(use np.iinfo({dtype}).min/.max for 'unbounded')"
                 )
-            self.low = np.asarray(low, dtype=dtype)
-            self.high = np.asarray(high, dtype=dtype)
+            fits = bool(
+                (np.floor(low_arr) == low_arr).all()
+                and (np.floor(high_arr) == high_arr).all()
+                and (low_arr >= info.min).all()
+                and (high_arr <= info.max).all()
+            )
+            if fits:
+                try:  # cast the given values: the float64 copies round bounds beyond 2**53
+                    self.low = np.asarray(low, dtype=dtype)
+                    self.high = np.asarray(high, dtype=dtype)
+                except OverflowError:  # a Python int just beyond the range, rounded into it
+                    fits = False
+            if not fits:
+                raise ValueError(
+                    f"Box(dtype={dtype}): integer bounds must be whole numbers in "
+                    f"[{info.min}, {info.max}], got low={low!r}, high={high!r}"
+                )
         else:
             self.low, self.high = low_arr.astype(dtype), high_arr.astype(dtype)
         super().__init__(shape, dtype, seed)

@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,7 @@ from puffer.config import (
     ConfigError,
     compose,
     import_creator,
+    override_key,
     validate,
     writable_dir_problem,
 )
@@ -40,6 +42,7 @@ from puffer.runs import METRICS, SUMMARY, SweepSummary, read_overrides, write_js
 log = logging.getLogger("puffer")
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 class TrainingInterrupted(Exception):
@@ -68,7 +71,10 @@ def env_creator(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
 
 
 def make_vecenv(cfg: DictConfig, num_envs: int | None = None, backend: str | None = None) -> Any:
-    """The ``VecEnv`` ``cfg.env`` and ``cfg.vector`` describe (``num_envs``/``backend`` override)."""
+    """The ``VecEnv`` ``cfg.env`` and ``cfg.vector`` describe (``num_envs``/``backend`` override).
+
+    Raises ``ConfigError`` when the env rejects its settings (bad vector values or env kwargs).
+    """
     from puffer import vector
 
     creator, env_kwargs = env_creator(cfg)
@@ -83,16 +89,19 @@ def make_vecenv(cfg: DictConfig, num_envs: int | None = None, backend: str | Non
         if backend == "multiprocessing"
         else {}
     )
-    return vector.make(
-        creator,
-        num_envs=num_envs or vec.num_envs,
-        backend=backend,
-        num_workers=vec.num_workers if backend == "multiprocessing" else None,
-        batch_size=vec.batch_size,
-        seed=cfg.seed,
-        env_kwargs=env_kwargs or None,
-        **parallel,
-    )
+    try:
+        return vector.make(
+            creator,
+            num_envs=num_envs or vec.num_envs,
+            backend=backend,
+            num_workers=vec.num_workers if backend == "multiprocessing" else None,
+            batch_size=vec.batch_size,
+            seed=cfg.seed,
+            env_kwargs=env_kwargs or None,
+            **parallel,
+        )
+    except (ValueError, TypeError) as e:  # bad vector settings or env kwargs
+        raise ConfigError(f"cannot make the env: {e}") from e
 
 
 def ppo_config(cfg: DictConfig) -> Any:
@@ -149,14 +158,37 @@ def _resume_checkpoint(run_dir: Path) -> Path:
     return latest
 
 
-def _checkpoint_state(trainer: Any, cfg: DictConfig) -> dict[str, Any]:
-    return {
+def save_checkpoint(checkpoints: ckpt.CheckpointDir, trainer: Any, cfg: DictConfig) -> Path:
+    """Checkpoint ``trainer`` (with ``cfg``) in ``checkpoints``; weights that are no longer finite
+    raise ``FloatingPointError`` instead, so the last good checkpoint stays the latest."""
+    import torch
+
+    bad = [n for n, p in trainer.policy.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise FloatingPointError(
+            f"the policy's weights are not finite after update {trainer.epoch} ({', '.join(bad)}); "
+            "not checkpointed. Lower ppo.learning_rate or enable "
+            "ppo.normalize_rewards/normalize_observations"
+        )
+    state = {
         "trainer": trainer.state_dict(),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "global_step": int(trainer.global_step),
         "epoch": int(trainer.epoch),
         "puffer_version": puffer.__version__,
     }
+    return checkpoints.save(state, trainer.global_step)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint ``run`` wrote; ``CheckpointError`` naming the file if it is not one."""
+    state = ckpt.load(path)
+    trainer = state.get("trainer")
+    if not isinstance(trainer, dict) or "policy" not in trainer:
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} is not a puffer training checkpoint (no trainer/policy entry)"
+        )
+    return state
 
 
 def objective(trainer: Any) -> float | None:
@@ -170,11 +202,8 @@ def make_trainer(cfg: DictConfig, resume: Path | None = None) -> Any:
     from puffer import policy as policies
     from puffer.ppo.trainer import Trainer
 
-    state = ckpt.load(resume)["trainer"] if resume is not None else None
-    try:
-        vecenv = make_vecenv(cfg)
-    except (ValueError, TypeError) as e:  # bad vector settings or env kwargs
-        raise ConfigError(f"cannot make the env: {e}") from e
+    state = load_checkpoint(resume)["trainer"] if resume is not None else None
+    vecenv = make_vecenv(cfg)
     try:
         policy = policies.make(policy_config(cfg), vecenv, seed=cfg.seed)
         trainer = Trainer(
@@ -258,27 +287,27 @@ def env_label(cfg: DictConfig) -> str:
 def run(cfg: DictConfig, run_dir: str | os.PathLike[str], console: Any = None) -> dict[str, Any]:
     """Train as ``cfg`` says, writing the run directory; returns the summary (also summary.json).
 
-    Raises ``TrainingInterrupted`` after checkpointing when SIGINT/SIGTERM arrives, and re-raises
-    training errors (a NaN loss, an env failure) after recording them; the last good checkpoint
-    stays in place.
+    Validates ``cfg`` first. Raises ``TrainingInterrupted`` after checkpointing when SIGINT/SIGTERM
+    arrives (until the run directory is complete, cleanup included), and re-raises errors (a bad
+    config, a NaN loss, an env failure) after recording them; the last good checkpoint stays.
     """
-    from puffer.loggers import read_jsonl
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoints = ckpt.CheckpointDir(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
     started = time.time()
     summary: dict[str, Any] = {"status": "starting", "env": env_label(cfg), "run_dir": str(run_dir)}
     write_json(run_dir / SUMMARY, summary)
-    resume = _resume_checkpoint(Path(cfg.resume)) if cfg.resume is not None else None
-    if resume is not None:
-        log.info("resuming from %s", resume)
 
     stop = StopFlag()
     loggers = trainer = None
     status = "failed"
-    try:
-        with stop.installed():
+    sps: deque[float] = deque(maxlen=10)  # the last updates' rates, for the summary
+    with stop.installed():
+        try:
+            validate(cfg)
+            checkpoints = ckpt.CheckpointDir(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
+            resume = _resume_checkpoint(Path(cfg.resume)) if cfg.resume is not None else None
+            if resume is not None:
+                log.info("resuming from %s", resume)
             trainer = make_trainer(cfg, resume)
             last_saved = int(trainer.global_step) if resume is not None else -1
             loggers = make_loggers(
@@ -290,42 +319,44 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike[str], console: Any = None) -
                 trainer.evaluate()
                 metrics = trainer.train()
                 loggers.log(metrics, int(trainer.global_step))
+                if metrics.get("sps") is not None:
+                    sps.append(float(metrics["sps"]))
                 if trainer.epoch % cfg.checkpoint.interval == 0 or trainer.done:
-                    checkpoints.save(_checkpoint_state(trainer, cfg), trainer.global_step)
+                    save_checkpoint(checkpoints, trainer, cfg)
                     last_saved = trainer.global_step
             if trainer.global_step != last_saved:
-                checkpoints.save(_checkpoint_state(trainer, cfg), trainer.global_step)
+                save_checkpoint(checkpoints, trainer, cfg)
             status = "interrupted" if stop.signum is not None else "completed"
-    except BaseException as e:
-        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        summary["error"] = f"{type(e).__name__}: {e}"
-        summary["traceback"] = traceback.format_exc()
-        if stop.signum is not None and isinstance(e, Exception):
-            # The signal reached the env workers too and broke this update: still an interruption.
-            status = "interrupted"
-            log.warning("update interrupted by the signal (%s); keeping the last checkpoint", e)
-        else:
-            raise
-    finally:
-        rows = read_jsonl(run_dir / METRICS) if (run_dir / METRICS).is_file() else []
-        sps = [r["sps"] for r in rows[-10:] if r.get("sps") is not None]
-        latest = checkpoints.latest()
-        summary.update(
-            status=status,
-            objective=objective(trainer),
-            global_step=int(trainer.global_step) if trainer is not None else 0,
-            epoch=int(trainer.epoch) if trainer is not None else 0,
-            sps=round(sum(sps) / len(sps), 1) if sps else None,
-            wall_time=round(time.time() - started, 3),
-            latest_checkpoint=str(latest) if latest else None,
-        )
-        try:
-            if loggers is not None:
-                loggers.close()
+        except BaseException as e:
+            status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            summary["error"] = f"{type(e).__name__}: {e}"
+            summary["traceback"] = traceback.format_exc()
+            if stop.signum is not None and isinstance(e, Exception):
+                # The signal reached the env workers too and broke this update: an interruption.
+                status = "interrupted"
+                log.warning("update interrupted by the signal (%s); keeping the last checkpoint", e)
+            else:
+                raise
         finally:
-            if trainer is not None:
-                trainer.close()
-            write_json(run_dir / SUMMARY, summary)
+            # Still under the signal handlers: a SIGTERM now must not kill the process before
+            # the logs are flushed, W&B is finished, the workers are reaped and the summary is out.
+            latest = ckpt.CheckpointDir(run_dir / "checkpoints").latest()
+            summary.update(
+                status=status,
+                objective=objective(trainer),
+                global_step=int(trainer.global_step) if trainer is not None else 0,
+                epoch=int(trainer.epoch) if trainer is not None else 0,
+                sps=round(sum(sps) / len(sps), 1) if sps else None,
+                wall_time=round(time.time() - started, 3),
+                latest_checkpoint=str(latest) if latest else None,
+            )
+            try:
+                if loggers is not None:
+                    loggers.close()
+            finally:
+                if trainer is not None:
+                    trainer.close()
+                write_json(run_dir / SUMMARY, summary)
     if stop.signum is not None:
         raise TrainingInterrupted(stop.signum)
     return summary
@@ -339,9 +370,13 @@ def _task(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    console = None
+    if multirun and cfg.dashboard == "auto":
+        from rich.console import Console
+
+        console = Console(force_terminal=False)  # sweep jobs print plain lines, even on a terminal
     try:
-        validate(cfg)
-        summary = run(cfg, run_dir)
+        summary = run(cfg, run_dir, console)
     except TrainingInterrupted as e:
         print(f"puffer: {e}; checkpoint and logs saved in {run_dir}", file=sys.stderr)
         raise SystemExit(e.code) from None
@@ -352,9 +387,11 @@ def _task(cfg: DictConfig) -> float:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"puffer: {_failure_message(e, run_dir)}", file=sys.stderr)
-        if multirun:
-            return float("nan")
-        raise SystemExit(EXIT_CONFIG if isinstance(e, ConfigError) else EXIT_FAILED) from None
+        if not multirun:
+            raise SystemExit(EXIT_CONFIG if isinstance(e, ConfigError) else EXIT_FAILED) from None
+        if hc.sweeper.get("_target_") == BASIC_SWEEPER:
+            return float("nan")  # an exception would stop the basic sweeper's remaining jobs
+        raise  # other sweepers mark the trial failed (the Optuna plugin crashes on a NaN)
     score = summary["objective"]
     print(
         f"puffer: done: {summary['global_step']:,} steps in {summary['wall_time']:.1f}s, "
@@ -384,13 +421,9 @@ def _quote(value: str) -> str:
     return f"'{escaped}'"
 
 
-def _key(override: str) -> str:
-    return override.lstrip("~+").split("=", 1)[0]
-
-
 def resume_overrides(overrides: list[str]) -> list[str]:
     """For ``resume=<run dir>``: the run's own overrides, then these, then the run's directory."""
-    resume = [o for o in overrides if _key(o) == "resume"]
+    resume = [o for o in overrides if override_key(o) == "resume"]
     if not resume:
         return overrides
     run_dir = resume[-1].split("=", 1)[1].strip("'\"")
@@ -401,8 +434,8 @@ def resume_overrides(overrides: list[str]) -> list[str]:
         )
     merged: dict[str, str] = {}
     for o in [*read_overrides(run_dir), *overrides]:
-        merged.pop(_key(o), None)  # later wins, in its own position
-        merged[_key(o)] = o
+        merged.pop(override_key(o), None)  # later wins, in its own position
+        merged[override_key(o)] = o
     merged["resume"] = f"resume={_quote(str(Path(run_dir)))}"
     merged["hydra.run.dir"] = f"hydra.run.dir={_quote(str(Path(run_dir)))}"
     return list(merged.values())
@@ -447,16 +480,19 @@ def check(overrides: list[str], multirun: bool = False) -> DictConfig:
             out = cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir
             problem = writable_dir_problem(out)
             if problem:
-                raise ConfigError(
-                    f"cannot create the run directory {out}: {problem}. Run from a writable "
-                    "directory or choose another with hydra.run.dir=<dir> (hydra.sweep.dir=<dir> "
-                    "with -m)."
-                )
+                raise _run_dir_error(out, problem)
             first = cfg
         body = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         validate(body)
     assert first is not None
     return first
+
+
+def _run_dir_error(out: str, problem: object) -> ConfigError:
+    return ConfigError(
+        f"cannot create the run directory {out}: {problem}. Run from a writable directory or "
+        "choose another with hydra.run.dir=<dir> (hydra.sweep.dir=<dir> with -m)."
+    )
 
 
 def claim_dir(path: str | os.PathLike[str]) -> str:
@@ -487,15 +523,20 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [o for o in argv if not o.startswith("-") and "=" in o]
     flags = [a for a in argv if a not in overrides]
     try:
-        if args.multirun and any(_key(o) == "resume" for o in overrides):
+        if args.multirun and any(override_key(o) == "resume" for o in overrides):
             raise ConfigError("resume= continues one run: drop -m (or resume each job's directory)")
         overrides = resume_overrides(overrides)
         if not informational and args.config_name is None and args.config_dir is None:
             cfg = check(overrides, multirun=args.multirun)
             key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
-            if not any(_key(o) == key for o in overrides):
-                out = cfg.hydra.sweep.dir if args.multirun else cfg.hydra.run.dir
-                overrides.append(f"{key}={_quote(claim_dir(out))}")
+            out = cfg.hydra.sweep.dir if args.multirun else cfg.hydra.run.dir
+            try:  # created here, so that Hydra's own attempt cannot fail with a traceback
+                if any(override_key(o) == key for o in overrides):
+                    Path(out).mkdir(parents=True, exist_ok=True)
+                else:
+                    overrides.append(f"{key}={_quote(claim_dir(out))}")
+            except OSError as e:
+                raise _run_dir_error(out, e) from e
     except (ConfigError, FileNotFoundError) as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

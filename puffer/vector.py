@@ -17,12 +17,15 @@ trajectories: env row ``i`` is seeded ``seed + i`` (a native env over rows ``lo.
 from __future__ import annotations
 
 import collections
+import contextlib
+import operator
 import os
 import pickle
 import signal
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +103,10 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def _is_seed(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 0
+
+
 def _probe(
     env_creator: Any, env_kwargs: dict[str, Any]
 ) -> tuple[Recipe, VecEnv | PufferEnv, Space]:
@@ -122,14 +129,20 @@ def _probe(
             "puffer.envs.names()) or a callable returning a PufferEnv, gymnasium.Env or VecEnv"
         )
     obj = env_creator(**env_kwargs)
-    if isinstance(obj, VecEnv):
-        check_vec(obj, obj.num_envs)
-        return (
-            Recipe(env_creator, env_kwargs, "vec", obj.num_envs),
-            obj,
-            obj.original_observation_space,
-        )
-    env, original = as_one_agent(obj)
+    try:
+        if isinstance(obj, VecEnv):
+            check_vec(obj, obj.num_envs)
+            return (
+                Recipe(env_creator, env_kwargs, "vec", obj.num_envs),
+                obj,
+                obj.original_observation_space,
+            )
+        env, original = as_one_agent(obj)
+    except BaseException:
+        if callable(getattr(obj, "close", None)):
+            with contextlib.suppress(Exception):
+                obj.close()
+        raise
     return Recipe(env_creator, env_kwargs, "one", 1), env, original
 
 
@@ -155,9 +168,11 @@ def layout(
         batch_size = _positive_int("batch_size", batch_size)
     k = rows_per_env
     if num_envs % k:
+        up = k * (num_envs // k + 1)
+        fits = f"{up - k} or {up}" if num_envs > k else str(up)
         raise ValueError(
             f"num_envs={num_envs} is not a multiple of the {k} rows each env_creator() call "
-            f"returns: use num_envs={k * max(1, num_envs // k)} or {k * (num_envs // k + 1)}"
+            f"returns: use num_envs={fits}"
         )
     units = num_envs // k  # creator calls (or rows of a built-in env)
     cores = _cores()
@@ -202,7 +217,7 @@ def _plan(
 ) -> _Plan:
     """Check the configuration and probe the creator; raises before any worker starts."""
     num_envs = _positive_int("num_envs", num_envs)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not _is_seed(seed):
         raise ValueError(f"seed={seed!r}: must be a non-negative integer")
     if env_kwargs is None:
         env_kwargs = {}
@@ -260,22 +275,29 @@ class _Blocks(VecEnv):
         if seed is None and not self._seeded:
             seed = self.seed
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            if not _is_seed(seed):
                 raise ValueError(f"reset(seed={seed!r}): seed must be a non-negative int or None")
             seed = int(seed)
         self._seeded = True
         return seed
 
-    def _take_batch(self) -> list[int]:
-        """The workers whose actions the next ``send`` carries (those of the last ``recv``)."""
+    def send(self, actions: Any) -> None:
+        """Act in the rows of the last ``recv()`` batch; bad actions raise before any is sent."""
         self._check_ready("send")
         if self._batch is None:
             raise RuntimeError(
                 f"{type(self).__name__}.send() without a recv() before it: alternate recv() and "
                 "send() (step() does both)"
             )
-        batch, self._batch = self._batch, None
-        return batch
+        batch = self._batch
+        self._write_actions(batch, actions)  # raises before any worker steps: batch still waits
+        self._batch = None
+        for w in batch:
+            self._start_step(w)
+
+    def _start_step(self, w: int) -> None:
+        """Step worker ``w``'s block on the actions written for it."""
+        raise NotImplementedError
 
     def _write_actions(self, batch: list[int], actions: Any) -> None:
         actions = self.check_actions(actions, self.batch_size)
@@ -296,22 +318,26 @@ class _Blocks(VecEnv):
         if len(batch) == self.num_workers:
             return b.observations, b.rewards, b.terminals, b.truncations, infos, self.env_ids
         lo, hi = self.blocks[batch[0]][0], self.blocks[batch[-1]][1]
-        env_ids = np.concatenate([self.env_ids[slice(*self.blocks[w])] for w in batch])
         if hi - lo == self.batch_size:  # contiguous workers: views
             r = slice(lo, hi)
-            return b.observations[r], b.rewards[r], b.terminals[r], b.truncations[r], infos, env_ids
+            ids = self.env_ids[r]
+            return b.observations[r], b.rewards[r], b.terminals[r], b.truncations[r], infos, ids
+        env_ids = np.concatenate([self.env_ids[slice(*self.blocks[w])] for w in batch])
         s = self._staging
         for name in ("observations", "rewards", "terminals", "truncations"):
             np.take(getattr(b, name), env_ids, axis=0, out=getattr(s, name))
         return s.observations, s.rewards, s.terminals, s.truncations, infos, env_ids
 
-    def _state_check(self, method: str) -> None:
+    def _check_sync(self, method: str) -> None:
         self._check_not_closed(method)
         if self.batch_size != self.num_envs:  # NotImplementedError: callers may skip env state
             raise NotImplementedError(
                 f"{type(self).__name__}.{method}() needs synchronous stepping (batch_size=None); "
                 f"this env runs batches of {self.batch_size} of {self.num_envs} rows"
             )
+
+    def _state_check(self, method: str) -> None:
+        self._check_sync(method)
         if self._phase == "ready" and self._batch is None:
             raise RuntimeError(
                 f"{type(self).__name__}.{method}() between send() and recv(): call recv() first"
@@ -321,11 +347,7 @@ class _Blocks(VecEnv):
         return {"num_workers": self.num_workers, "num_envs": self.num_envs, "workers": workers}
 
     def _unwrap_state(self, state: dict[str, Any]) -> list[dict[str, Any]]:
-        self._check_not_closed("load_state")
-        if self.batch_size != self.num_envs:
-            raise NotImplementedError(
-                f"{type(self).__name__}.load_state() needs synchronous stepping (batch_size=None)"
-            )
+        self._check_sync("load_state")
         got = (state.get("num_envs"), state.get("num_workers"))
         if got != (self.num_envs, self.num_workers):
             raise ValueError(
@@ -333,7 +355,23 @@ class _Blocks(VecEnv):
                 f"env has num_envs={self.num_envs}, num_workers={self.num_workers}: make the env "
                 "with the same values"
             )
-        return state["workers"]
+        parts = state.get("workers")
+        if not isinstance(parts, (list, tuple)) or len(parts) != self.num_workers:
+            raise ValueError(
+                f"load_state: the state's 'workers' should be a list of {self.num_workers} worker "
+                f"states, got {type(parts).__name__} of length {len(parts or ())}"
+            )
+        return list(parts)
+
+    def _render_row(self, row: int) -> tuple[int, int]:
+        """``(worker, row in its block)`` to render env row ``row`` (negative: from the end)."""
+        self._check_not_closed("render")
+        row = operator.index(row)
+        if not -self.num_envs <= row < self.num_envs:
+            raise IndexError(
+                f"{type(self).__name__}.render(row={row}): out of range for {self.num_envs} rows"
+            )
+        return divmod(row % self.num_envs, self.rows_per_worker)
 
     def _loaded(self) -> None:
         self._phase = "ready"
@@ -390,16 +428,9 @@ class Serial(_Blocks):
         self._batch = None
         self._phase = "ready"
 
-    def send(self, actions: Any) -> None:
-        batch = self._take_batch()
-        try:
-            self._write_actions(batch, actions)
-        except ValueError:
-            self._batch = batch  # bad actions: nothing was stepped, the batch still awaits send
-            raise
-        for w in batch:
-            self._infos[w] = step_in_place(self.envs[w])
-            self._queue.append(w)
+    def _start_step(self, w: int) -> None:
+        self._infos[w] = step_in_place(self.envs[w])
+        self._queue.append(w)
 
     def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos, np.ndarray]:
         self._check_ready("recv")
@@ -419,8 +450,8 @@ class Serial(_Blocks):
         self._loaded()
 
     def render(self, row: int = 0) -> Any:
-        w, lo = row // self.rows_per_worker, row % self.rows_per_worker
-        return self.envs[w].render(lo)
+        w, r = self._render_row(row)
+        return self.envs[w].render(r)
 
     def _close(self) -> None:
         for env in self.envs:
@@ -431,6 +462,12 @@ class Serial(_Blocks):
 
 _POLL = 0.1  # seconds between liveness checks while blocked on a worker
 _GRACE = 1.0  # seconds a worker gets to close its envs before it is killed
+
+
+def _close_at_exit(ref: weakref.ref[Multiprocessing]) -> None:
+    env = ref()
+    if env is not None:
+        env.close()
 
 
 class Multiprocessing(_Blocks):
@@ -467,8 +504,10 @@ class Multiprocessing(_Blocks):
         oversubscribe: bool = False,
     ):
         import multiprocessing
+        import multiprocessing.util
 
         self._procs: list[Any] = []
+        self._owner = os.getpid()  # only this process may stop the workers
         methods = multiprocessing.get_all_start_methods()
         if start_method is not None and start_method not in methods:
             raise ValueError(f"start_method={start_method!r}: use one of {methods} (or None)")
@@ -516,6 +555,10 @@ class Multiprocessing(_Blocks):
         self._failure: str | None = None
         self._conns = []
         pdeathsig = threading.current_thread() is threading.main_thread()
+        # At exit, multiprocessing SIGTERMs daemon processes and joins them; the workers ignore
+        # SIGTERM, so an env still open then must be closed first (finalizers of priority >= 0 run
+        # before that join). A weak reference: the env may still be garbage-collected before.
+        multiprocessing.util.Finalize(self, _close_at_exit, (weakref.ref(self),), exitpriority=10)
         try:
             for w, (lo, hi) in enumerate(plan.blocks):
                 here, there = ctx.Pipe()
@@ -537,8 +580,10 @@ class Multiprocessing(_Blocks):
                 proc = ctx.Process(
                     target=_worker.main, args=(args,), name=f"puffer-worker-{w}", daemon=True
                 )
-                proc.start()
-                there.close()
+                try:
+                    proc.start()
+                finally:
+                    there.close()
                 self._procs.append(proc)
                 self._busy[w] = True
                 self._doing[w] = "start (env_creator)"
@@ -562,15 +607,8 @@ class Multiprocessing(_Blocks):
         self._batch = None
         self._phase = "ready"
 
-    def send(self, actions: Any) -> None:
-        batch = self._take_batch()
-        try:
-            self._write_actions(batch, actions)
-        except ValueError:
-            self._batch = batch  # bad actions: nothing was sent, the batch still awaits send
-            raise
-        for w in batch:
-            self._command(w, _worker.STEP, "step")
+    def _start_step(self, w: int) -> None:
+        self._command(w, _worker.STEP, "step")
 
     def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Infos, np.ndarray]:
         self._check_ready("recv")
@@ -670,7 +708,10 @@ class Multiprocessing(_Blocks):
         name = self._name(w)
         if code is not None:
             if code < 0:
-                sig = signal.Signals(-code).name
+                try:
+                    sig = signal.Signals(-code).name
+                except ValueError:  # e.g. a real-time signal
+                    sig = f"signal {-code}"
                 how = f"was killed by {sig} (exit code {code})"
                 if -code == signal.SIGKILL:
                     how += "; the out-of-memory killer sends SIGKILL (see dmesg)"
@@ -712,7 +753,7 @@ class Multiprocessing(_Blocks):
     ) -> list[Any]:
         """``method(*args[j])`` on the block env of each worker ``workers[j]``; their returns."""
         workers = list(range(self.num_workers)) if workers is None else workers
-        for w, a in zip(workers, args):
+        for w, a in zip(workers, args, strict=True):
             self._command(w, _worker.CALL, f"{method}()")
             self._conns[w].send((method, a))
         deadline = time.monotonic() + self.timeout
@@ -734,13 +775,12 @@ class Multiprocessing(_Blocks):
         self._loaded()
 
     def render(self, row: int = 0) -> Any:
-        self._check_not_closed("render")
+        w, r = self._render_row(row)
         if any(self._busy):
             raise RuntimeError(
                 f"{type(self).__name__}.render() while workers are stepping (between send() and "
                 "recv(), or in asynchronous mode): render from a synchronous env"
             )
-        w, r = row // self.rows_per_worker, row % self.rows_per_worker
         return self._guarded(lambda: self._call("render", [(r,)], workers=[w])[0])
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -760,6 +800,8 @@ class Multiprocessing(_Blocks):
     def _close(self) -> None:
         """Ask every worker to close its envs, kill those that do not exit in time, reap all."""
         procs = self.__dict__.get("_procs", [])
+        if self.__dict__.get("_owner") != os.getpid():
+            procs = []  # a copy in a forked child: the workers belong to the process that made us
         for w, proc in enumerate(procs):
             if w in self._killed or proc.exitcode is not None:
                 proc.kill()
@@ -777,6 +819,8 @@ class Multiprocessing(_Blocks):
             conn.close()
         if procs:
             self._procs = []
+        # Drop the semaphores: under spawn and forkserver each is a file in /dev/shm until freed.
+        self._go, self._done, self._any = [], [], None
 
 
 # --- make -----------------------------------------------------------------------------------------

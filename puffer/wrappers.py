@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from puffer.env import PufferEnv, StepResult
+from puffer.env import PufferEnv, StepResult, check_int
 from puffer.spaces import Box, Space, flatten, flatten_space
 
 __all__ = [
@@ -115,9 +115,7 @@ class TimeLimit(Wrapper):
 
     def __init__(self, env: PufferEnv, max_steps: int):
         super().__init__(env)
-        if int(max_steps) != max_steps or max_steps < 1:
-            raise ValueError(f"TimeLimit: max_steps={max_steps!r} must be a positive int")
-        self.max_steps = int(max_steps)
+        self.max_steps = check_int("TimeLimit", "max_steps", max_steps)
         self.elapsed = 0
 
     def reset(self, seed: int | None = None) -> tuple[Any, dict[str, Any]]:

@@ -12,7 +12,7 @@ from puffer.emulation import GymnasiumEnv
 from puffer.env import PufferEnv, StepResult, VecEnv
 from puffer.envs.base import NativeVecEnv
 from puffer.envs.cartpole import CartPoleVec
-from puffer.spaces import Box, Discrete
+from puffer.spaces import Box, Dict, Discrete
 from puffer.wrappers import EpisodeStats, FlattenObservation, TimeLimit
 
 
@@ -187,6 +187,17 @@ class UnseededVec(NativeVecEnv):
 )
 def test_broken_vecenvs_are_caught(env, message):
     with pytest.raises(EnvCheckError, match=message):
+        check_env(env)
+
+
+def test_vecenv_spaces_that_do_not_fit_a_buffer_are_caught():
+    env = CartPoleVec(2)
+    env.single_observation_space = Dict(x=Discrete(2))
+    with pytest.raises(
+        EnvCheckError,
+        match=r"single_observation_space Dict\(x: Discrete\(2\)\) "
+        r"cannot be stored in a VecEnv buffer.*Fix: flatten",
+    ):
         check_env(env)
 
 

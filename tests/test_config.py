@@ -135,6 +135,9 @@ def test_unknown_group_option_lists_the_choices():
     assert all(e in msg for e in ENVS)
     msg = _error(["policy=transformer"])
     assert "lstm" in msg and "mlp" in msg
+    # One bad option in a list of several (Hydra words this one differently).
+    msg = _error(["logger=[tensorboard,foo]"])
+    assert "unknown logger 'foo'" in msg and "none, tensorboard, wandb" in msg
 
 
 @pytest.mark.parametrize(
@@ -180,11 +183,23 @@ def test_env_kwargs_typo_suggests_plus_for_new_keys():
         (["checkpoint.keep=0"], "checkpoint.keep=0"),
         (["resume=/nonexistent/run"], "resume=/nonexistent/run"),
         (["policy.activation=swish"], "policy.activation"),
+        (["vector=multiprocessing", "vector.start_method=bogus"], "vector.start_method='bogus'"),
+        (["vector=multiprocessing", "vector.timeout=0"], "vector.timeout=0"),
+        # '+' adds keys past the schema's struct check: validate still refuses them.
+        (["+ppo.learning_rat=1e-3"], "Did you mean 'learning_rate'"),
+        (["++logger.wandb.projekt=x"], "Did you mean 'project'"),
+        (["+foo=1"], "unknown config key 'foo'"),
     ],
 )
 def test_inconsistent_values_fail_validation_with_the_fix(overrides, expected):
     msg = _error(overrides, validate_too=True)
     assert expected in msg, msg
+
+
+def test_plus_adds_env_kwargs():
+    cfg = compose(["env=gymnasium", "env.id=CartPole-v1", "+env.kwargs.render_mode=rgb_array"])
+    validate(cfg)
+    assert cfg.env.kwargs.render_mode == "rgb_array"
 
 
 def test_cuda_request_without_cuda_is_refused():

@@ -89,19 +89,18 @@ def test_format_duration():
     assert format_duration(float("nan")) == "-"
 
 
-def test_real_terminal_gets_the_live_panel_and_a_pipe_plain_lines(helpers, tmp_path):
+def _on_a_terminal(args: list[str], cwd, env) -> str:
+    """Run ``args`` with a pseudo-terminal as stdin/stdout/stderr; returns what it drew."""
     import os
     import pty
     import subprocess
-    import sys
 
-    args = [sys.executable, "-m", "puffer.train", *helpers.TINY[:-1], "logger=none"]
     leader, follower = pty.openpty()
     try:
         proc = subprocess.Popen(
             args,
-            cwd=tmp_path,
-            env={**helpers.clean_env(), "COLUMNS": "120"},
+            cwd=cwd,
+            env={**env, "COLUMNS": "120"},
             stdin=follower,
             stdout=follower,
             stderr=follower,
@@ -119,9 +118,28 @@ def test_real_terminal_gets_the_live_panel_and_a_pipe_plain_lines(helpers, tmp_p
         assert proc.wait(timeout=120) == 0
     finally:
         os.close(leader)
-    screen = b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_real_terminal_gets_the_live_panel_and_a_pipe_plain_lines(helpers, tmp_path):
+    import sys
+
+    args = [sys.executable, "-m", "puffer.train", *helpers.TINY[:-1], "logger=none"]
+    screen = _on_a_terminal(args, tmp_path, helpers.clean_env())
     assert "╭" in screen and "time per update" in screen and "episodes" in screen
 
     piped = helpers.run_module("puffer.train", *helpers.TINY[:-1], "logger=none", cwd=tmp_path)
     assert piped.returncode == 0
     assert "╭" not in piped.stdout and "step 2,048/2,048" in piped.stdout
+
+
+def test_sweep_jobs_print_plain_lines_even_on_a_terminal(helpers, tmp_path):
+    import sys
+
+    tiny = [a for a in helpers.TINY[:-1] if not a.startswith("ppo.total_timesteps")]
+    args = [sys.executable, "-m", "puffer.train", "-m", "env=bandit,squared", "logger=none"]
+    screen = _on_a_terminal(
+        [*args, *tiny, "ppo.total_timesteps=512"], tmp_path, helpers.clean_env()
+    )
+    assert "time per update" not in screen  # no live panel per job
+    assert screen.count("step 512/512") == 2, screen

@@ -8,9 +8,18 @@ import pytest
 import torch
 
 import puffer.envs as envs
-from puffer.env import Buffers, EnvClosedError, PufferEnv, ResetNeeded, StepResult, VecEnv
+from puffer.env import (
+    Buffers,
+    EnvClosedError,
+    PufferEnv,
+    ResetNeeded,
+    StepResult,
+    VecEnv,
+    check_int,
+)
 from puffer.envs.cartpole import CartPoleVec
 from puffer.spaces import Box, Dict, Discrete
+from puffer.wrappers import Wrapper
 
 
 class Coin(PufferEnv):
@@ -63,6 +72,36 @@ def test_user_env_lifecycle():
     with Coin() as env2:
         env2.reset()
     assert env2.closed
+
+
+def test_close_runs_every_close_in_the_class_chain_once():
+    """A subclass's close() calling super().close() used to find the env already marked closed,
+    so the parent's close (and a Wrapper's closing of the env inside) never ran."""
+    calls = []
+
+    class Child(Coin):
+        def close(self):
+            calls.append("child")
+            self.close()  # re-entrant: does not run again
+            super().close()
+
+    env = Child()
+    env.reset()
+    env.close()
+    assert calls == ["child"] and env.closed
+    env.close()
+    assert calls == ["child"]  # a second close() runs nothing
+    with pytest.raises(EnvClosedError):
+        env.reset()
+
+    class Logged(Wrapper):
+        def close(self):
+            calls.append("wrapper")
+            super().close()
+
+    inner = Coin()
+    Logged(inner).close()
+    assert calls[-1] == "wrapper" and inner.closed
 
 
 def test_reset_seed_determinism_of_user_env():
@@ -266,10 +305,20 @@ def test_vecenv_accepts_torch_and_list_actions():
     env.step(np.array([[0], [1], [1]]))  # (n, 1) is accepted for Discrete
 
 
-@pytest.mark.parametrize("bad", [0, -1, 2.5, "3"])
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "3", None, float("inf"), float("nan")])
 def test_vecenv_rejects_bad_num_envs(bad):
     with pytest.raises((ValueError, TypeError), match="num_envs"):
         CartPoleVec(bad)
+    with pytest.raises(ValueError, match=rf"CartPoleVec: num_envs={bad!r} must be a positive int"):
+        CartPoleVec(bad)  # None, inf and NaN raised errors that did not name num_envs
+
+
+def test_check_int():
+    assert check_int("E", "n", 3) == 3 and check_int("E", "n", 500.0) == 500
+    assert type(check_int("E", "n", np.int64(2))) is int
+    assert check_int("E", "n", 0, minimum=0) == 0
+    with pytest.raises(ValueError, match=r"E: n=1 must be an int >= 2"):
+        check_int("E", "n", 1, minimum=2)
 
 
 def test_buffers_allocate_slice_and_bind():

@@ -162,6 +162,10 @@ def test_render_is_text(name):
         ("squared", {"max_steps": 0}, "max_steps=0"),
         ("memory", {"length": -1}, "length=-1"),
         ("cartpole", {"max_steps": 0}, "max_steps=0"),
+        # not numbers at all: these raised a TypeError from int() that named no argument
+        ("cartpole", {"max_steps": None}, "CartPole(Vec)?: max_steps=None must be a positive int"),
+        ("squared", {"size": "7"}, "size='7' must be an int >= 2"),
+        ("memory", {"length": 1.5}, "length=1.5 must be an int >= 0"),
     ],
 )
 def test_bad_env_arguments(name, kwargs, match):

@@ -122,6 +122,7 @@ def test_wrong_architecture_names_the_file_and_the_fix(trained, capsys, override
         (["deterministic=maybe"], "true or false"),
         (["checkpoint=model_9.pt"], "no such file"),
         (["ppo.learning_rat=1"], "Did you mean 'learning_rate'"),
+        (["+env.kwargs.foo=1"], "cannot make the env"),  # was a traceback
     ],
 )
 def test_bad_eval_arguments(trained, capsys, args, expected):

@@ -132,6 +132,11 @@ def test_box_bounds_dtypes_and_infinite_sides():
         ((0, 1), {"dtype": np.bool_}, "dtype"),
         ((-np.inf, 1), {"shape": (1,), "dtype": np.int64}, "finite"),
         ((np.nan, 1.0), {"shape": (1,)}, "low <= high"),
+        # integer bounds outside the dtype once wrapped around ([-1, 0] became [255, 0])
+        ((np.array([-1.0, 0.0]), 1.0), {"dtype": np.uint8}, r"whole numbers in \[0, 255\]"),
+        ((-1, 1), {"shape": (2,), "dtype": np.uint8}, "whole numbers"),
+        ((0, 2**64), {"shape": (1,), "dtype": np.uint64}, "whole numbers"),
+        ((0.5, 3.0), {"shape": (1,), "dtype": np.int64}, "whole numbers"),  # was silently 0
     ],
 )
 def test_box_rejects_bad_construction(args, kwargs, match):
@@ -157,6 +162,18 @@ def test_check_errors_name_the_problem_the_space_and_the_value():
         NESTED.check({**NESTED.sample(), "kind": 9})
     with pytest.raises(ValueError, match="expected a dict with keys"):
         NESTED.check({"pos": np.zeros(2)})
+
+
+def test_integer_box_keeps_whole_bounds_at_the_dtype_limits():
+    assert Box(0.0, 255.0, shape=(2,), dtype=np.uint8) == Box(0, 255, shape=(2,), dtype=np.uint8)
+    top = Box(0, np.iinfo(np.uint64).max, shape=(1,), dtype=np.uint64)
+    assert top.high[0] == np.iinfo(np.uint64).max  # exact, not rounded through float64
+
+
+@pytest.mark.parametrize("space", ALL, ids=repr)
+def test_an_empty_batch_is_valid(space):
+    empty = space.sample_batch(0, np.random.default_rng(0))
+    space.check_batch(empty, 0)  # min() of zero values used to raise for uniform bounds
 
 
 def test_check_batch_accepts_torch_tensors_without_copy():

@@ -112,3 +112,48 @@ def test_parallel_launcher_runs_jobs_in_processes(run, helpers, tmp_path):
     rows = _csv(_sweep_dir(tmp_path))
     assert sorted(r["status"] for r in rows) == ["completed", "completed"]
     assert {r["overrides"].split()[0] for r in rows} == {"env=bandit", "env=squared"}
+
+
+def test_a_job_whose_combination_is_invalid_is_recorded_as_failed(run, helpers, tmp_path):
+    # Each value is checked before the sweep starts, but not every combination: only the job
+    # with 6 rows and 4 minibatches is invalid.
+    tiny = [a for a in helpers.TINY if not a.startswith(("vector.num_envs", "ppo.num_minibatches"))]
+    proc = run(
+        "puffer.train",
+        "-m",
+        "vector.num_envs=8,6",
+        "ppo.num_minibatches=1,4",
+        "env=bandit",
+        "logger=none",
+        *tiny,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "1 sweep job(s) did not complete" in proc.stderr
+    rows = _csv(_sweep_dir(tmp_path))
+    assert [r["status"] for r in rows] == ["completed"] * 3 + ["failed"]
+    assert "vector.num_envs=6 ppo.num_minibatches=4" in rows[-1]["overrides"]
+    assert "must divide num_envs=6" in rows[-1]["error"]
+
+
+def test_a_failed_optuna_trial_does_not_stop_the_study(run, helpers, tmp_path):
+    # The seeded sampler's first trial draws num_minibatches=3, which does not divide 8 rows.
+    proc = run(
+        "puffer.train",
+        "-m",
+        "hydra/sweeper=ppo_optuna",
+        "hydra.sweeper.n_trials=3",
+        "ppo.num_minibatches=int(interval(1, 3))",
+        "env=bandit",
+        "logger=none",
+        "vector.num_envs=8",
+        "ppo.horizon=32",
+        "ppo.total_timesteps=512",
+        "dashboard=plain",
+    )
+    assert proc.returncode == 1, proc.stderr  # some trials failed
+    assert "Traceback" not in proc.stderr
+    rows = _csv(_sweep_dir(tmp_path))
+    assert len(rows) == 3 and "completed" in {r["status"] for r in rows}
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert failed and all("ppo.num_minibatches=3" in r["overrides"] for r in failed)
+    assert all("num_minibatches" in r["error"] for r in failed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -258,3 +259,72 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
     claimed = [claim_dir(base) for _ in range(3)]
     assert [Path(c).name for c in claimed] == [base.name, f"{base.name}-1", f"{base.name}-2"]
     assert all(Path(c).is_dir() for c in claimed)
+
+
+def test_explicit_run_dir_that_cannot_be_made_fails_cleanly(run, helpers):
+    # /proc refuses new directories even to root, whom the writable probe lets through.
+    proc = run("puffer.train", *helpers.TINY, "hydra.run.dir=/proc/puffer-test/run")
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot create the run directory /proc/puffer-test/run" in proc.stderr
+    assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
+
+
+SIGTERM_IN_CLEANUP = """
+import os, signal, sys
+from puffer import loggers, train
+
+close = loggers.MetricsJsonl.close
+
+
+def close_after_a_sigterm(self):
+    os.kill(os.getpid(), signal.SIGTERM)  # arrives while the run dir is being finished
+    close(self)
+
+
+loggers.MetricsJsonl.close = close_after_a_sigterm
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_during_cleanup_still_finishes_the_run_dir(helpers, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", SIGTERM_IN_CLEANUP, *helpers.TINY, "logger=none"],
+        cwd=tmp_path,
+        env=helpers.clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 143, proc.stderr  # not killed mid-cleanup (-15)
+    summary = json.loads((helpers.only_run(tmp_path) / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["global_step"] >= 2048
+    assert summary["latest_checkpoint"] and summary["wall_time"] > 0
+
+
+def test_resume_from_a_foreign_checkpoint_names_the_file(tmp_path):
+    from puffer.config import compose
+    from puffer.train import make_trainer
+
+    foreign = checkpoint.save({"weights": torch.zeros(3)}, tmp_path / "model_000000000001.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="not a puffer training checkpoint") as e:
+        make_trainer(compose(["vector.num_envs=8"]), resume=foreign)
+    assert str(foreign) in str(e.value)
+
+
+def test_non_finite_weights_are_not_checkpointed_over_the_last_good_one(tmp_path):
+    from puffer.config import compose
+    from puffer.train import make_trainer, save_checkpoint
+
+    cfg = compose(["vector.num_envs=8"])
+    trainer = make_trainer(cfg)
+    try:
+        ckdir = checkpoint.CheckpointDir(tmp_path)
+        good = save_checkpoint(ckdir, trainer, cfg)
+        with torch.no_grad():
+            next(trainer.policy.parameters()).fill_(float("nan"))
+        trainer.global_step += 256
+        with pytest.raises(FloatingPointError, match="not finite"):
+            save_checkpoint(ckdir, trainer, cfg)
+        assert ckdir.all() == [good] and ckdir.latest() == good
+    finally:
+        trainer.close()

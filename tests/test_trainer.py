@@ -11,9 +11,11 @@ import torch
 
 import puffer.envs
 import puffer.policy as P
+import puffer.vector
+from puffer import checkpoint
 from puffer.checkpoint import CheckpointError
 from puffer.envs.base import NativeVecEnv
-from puffer.ppo import PPOConfig, Trainer, train
+from puffer.ppo import PPOConfig, Trainer, compute_gae, train
 from puffer.ppo.trainer import NonFiniteLossError
 from puffer.spaces import Box, Discrete
 
@@ -207,11 +209,73 @@ def test_prioritized_sampling():
     assert counts[3] == 50
 
 
+def test_losses_follow_the_ppo_formulas():
+    """The update's losses against CleanRL's formulas computed here: the clipped surrogate on
+    advantages normalized per minibatch, the clipped value loss, entropy, approx_kl, clipfrac.
+    The weights are moved off the rollout's (so ratios and values differ) and lr=0 keeps them
+    fixed, so that every minibatch is scored by the same network."""
+    trainer = make_trainer(
+        num_envs=8,
+        horizon=16,
+        num_minibatches=2,
+        update_epochs=1,
+        learning_rate=0.0,
+        clip_coef=0.1,
+        vf_clip_coef=0.05,
+        gamma=0.9,
+        gae_lambda=0.8,
+    )
+    trainer.evaluate()
+    buf, policy, c = trainer.buffer, trainer.policy, trainer.config
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.2)
+        params, new_values = policy.forward_sequence(buf.observations)
+        log_prob, entropy = policy.head.log_prob_entropy(params, buf.actions)
+    adv = compute_gae(
+        buf.rewards,
+        buf.values,
+        buf.next_values,
+        buf.terminals,
+        buf.truncations,
+        gamma=c.gamma,
+        gae_lambda=c.gae_lambda,
+    )
+    ret = adv + buf.values
+    shuffle = torch.Generator()
+    shuffle.set_state(trainer.shuffle_generator.get_state())
+    order = torch.randperm(8, generator=shuffle)
+    expected = {k: 0.0 for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")}
+    clipped_values = 0
+    for mb in (order[:4], order[4:]):
+        a = adv[mb]
+        a = (a - a.mean()) / (a.std() + 1e-8)
+        log_ratio = log_prob[mb] - buf.log_probs[mb]
+        ratio = log_ratio.exp()
+        pg = torch.max(-a * ratio, -a * ratio.clamp(0.9, 1.1)).mean()
+        v, old, r = new_values[mb], buf.values[mb], ret[mb]
+        v_clip = old + (v - old).clamp(-0.05, 0.05)
+        unclipped, clipped = (v - r).square(), (v_clip - r).square()
+        clipped_values += int((clipped > unclipped).sum())
+        expected["policy_loss"] += pg.item() / 2
+        expected["value_loss"] += 0.5 * torch.max(unclipped, clipped).mean().item() / 2
+        expected["entropy"] += entropy[mb].mean().item() / 2
+        expected["approx_kl"] += ((ratio - 1) - log_ratio).mean().item() / 2
+        expected["clipfrac"] += ((ratio - 1).abs() > 0.1).float().mean().item() / 2
+    metrics = trainer.train()
+    for key, value in expected.items():
+        assert metrics[f"losses/{key}"] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    # The clipped branches were exercised: some ratios and some values were clipped.
+    assert 0 < expected["clipfrac"] < 1 and clipped_values > 0
+
+
 def test_box_actions_train():
     trainer = make_trainer(env_kw={"continuous": True})
     metrics = run(trainer, 2)[-1]
     assert math.isfinite(metrics["losses/policy_loss"])
     assert trainer.buffer.actions.dtype == torch.float32
+    assert trainer.buffer.actions.abs().max() > 1.0  # unclipped in the buffer; the env gets [-1, 1]
 
 
 # -- determinism and resume ------------------------------------------------------------------------
@@ -243,6 +307,34 @@ def test_resume_is_bit_exact(policy, tmp_path):
         assert torch.equal(x, y)
     assert torch.equal(straight.policy.obs_norm.mean, resumed.policy.obs_norm.mean)
     assert straight.recent_episodes() == resumed.recent_episodes()
+
+
+@pytest.mark.parametrize("backend", ["native", "serial"])
+def test_resume_before_the_first_rollout(backend, tmp_path):
+    """A checkpoint taken right after construction (e.g. a run stopped before its first update)
+    saves the env's state and resumes bit-exactly; it used to leave the env mid-reset, so the
+    resumed trainer failed ("recv() called without send()", or state() refused to run)."""
+
+    def make(seed: int) -> Trainer:
+        if backend == "native":
+            vecenv = puffer.envs.make("cartpole", num_envs=8, seed=seed)
+        else:
+            vecenv = puffer.vector.make("cartpole", num_envs=8, num_workers=2, seed=seed)
+        config = P.PolicyConfig(name="lstm", hidden_sizes=[16], lstm_hidden_size=8)
+        net = P.make(config, vecenv, seed=seed)
+        return Trainer(small_config(), vecenv, net, device="cpu", seed=seed)
+
+    straight = make(1)
+    full = run(straight, 2)
+    first = make(1)
+    path = first.save(tmp_path / "start.pt")
+    assert checkpoint.load(path)["env"] is not None
+    first.close()
+    resumed = make(99)
+    resumed.load(path)
+    assert losses(run(resumed, 2)) == losses(full)
+    for trainer in (straight, resumed):
+        trainer.close()
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
@@ -377,6 +469,40 @@ def test_async_batches_fill_consistent_segments(schedule):
         torch.testing.assert_close(buf.values, values.reshape(8, 6))
         trainer.train()
     assert trainer.global_step >= 3 * 8 * 6
+
+
+@pytest.mark.parametrize("schedule", [[0, 1], [1, 0, 0]])
+def test_async_batches_carry_lstm_state_per_row(schedule):
+    """An LSTM on asynchronous batches: each row's state follows its env_ids, is zeroed where an
+    episode starts, training replays the rollout exactly from the segments' initial states, and a
+    truncated step bootstraps from V(final observation) continuing that episode's state."""
+    env = Groups(half=4, schedule=schedule)
+    policy = P.LSTM(env.single_observation_space, env.single_action_space, [8], lstm_hidden_size=8)
+    trainer = Trainer(small_config(horizon=6, num_minibatches=1), env, policy, device="cpu")
+    for rollout in range(3):
+        trainer.evaluate()
+        buf = trainer.buffer
+        assert buf.starts.any() and buf.truncations.any()
+        if rollout:
+            assert buf.initial_state[0].abs().sum() > 0  # carried over, not a fresh zero state
+        with torch.no_grad():
+            params, values = policy.forward_sequence(
+                buf.observations, buf.initial_state, buf.starts
+            )
+            log_probs, _ = policy.head.log_prob_entropy(params, buf.actions)
+            torch.testing.assert_close(values, buf.values)
+            torch.testing.assert_close(log_probs, buf.log_probs)
+            _, fresh, _ = policy(buf.observations[buf.starts])  # from a zero state
+            torch.testing.assert_close(buf.values[buf.starts], fresh)
+            state, after = buf.initial_state, []
+            for t in range(6):
+                _, _, state = policy(buf.observations[:, t], state, buf.starts[:, t])
+                after.append(state)
+            for s, t in buf.truncations.nonzero().tolist():
+                final = buf.observations[s, t] + 1  # Counter: [t + 1, k + 1]
+                _, value, _ = policy(final[None], tuple(x[s : s + 1] for x in after[t]))
+                torch.testing.assert_close(buf.next_values[s, t], value[0])
+        trainer.train()
 
 
 # -- one call --------------------------------------------------------------------------------------

@@ -409,6 +409,18 @@ def test_load_state_checks_the_shape() -> None:
             b.load_state(a.state())
 
 
+@pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
+def test_load_state_checks_every_worker_has_a_part(backend: str) -> None:
+    kw = {"timeout": 5.0} if backend == "multiprocessing" else {}  # fail fast if it waits instead
+    with V.make("cartpole", 4, backend, num_workers=2, **kw) as env:
+        env.reset(seed=0)
+        state = env.state()
+        state["workers"] = state["workers"][:1]
+        with pytest.raises(ValueError, match="list of 2 worker states, got list of length 1"):
+            env.load_state(state)
+        env.step(np.zeros(4, np.int64))  # still usable
+
+
 def test_state_is_refused_in_async_mode_and_mid_step() -> None:
     with V.make("cartpole", 4, "multiprocessing", num_workers=2) as env:
         env.reset()
@@ -458,6 +470,18 @@ def test_bad_configuration_is_refused_before_any_worker(args, kwargs, match) -> 
     with pytest.raises((ValueError, TypeError), match=match):
         V.make(*args, **{"backend": "multiprocessing", **kwargs})
     assert len(psutil.Process().children(recursive=True)) == before
+
+
+def async_cartpole() -> Any:
+    return V.make("cartpole", 2, "multiprocessing", num_workers=2, batch_size=1, oversubscribe=True)
+
+
+def test_a_refused_env_from_the_creator_is_closed() -> None:
+    before = {p.pid for p in psutil.Process().children()}
+    with pytest.raises(ValueError, match="asynchronous VecEnv") as info:
+        V.make(async_cartpole, 4)
+    assert not [p for p in psutil.Process().children() if p.pid not in before and _running(p)]
+    del info
 
 
 def test_more_workers_than_cores_needs_an_opt_in() -> None:
@@ -542,6 +566,20 @@ def test_render_a_row(backend: str) -> None:
         env.reset()
         text = env.render(3)
         assert isinstance(text, str) and "theta" in text
+
+
+@pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
+def test_render_a_row_out_of_range_is_refused_and_the_env_stays_usable(backend: str) -> None:
+    with V.make("cartpole", 4, backend, num_workers=2) as env:
+        env.reset(seed=0)
+        assert env.render(-1) == env.render(3)
+        for row in (4, -5):
+            with pytest.raises(IndexError, match=f"row={row}.*4 rows"):
+                env.render(row)
+        with pytest.raises(TypeError):
+            env.render(1.5)
+        env.step(np.zeros(4, np.int64))
+        assert "theta" in env.render(2)
 
 
 @pytest.mark.bench

@@ -207,6 +207,54 @@ def test_sigkill_while_stepping() -> None:
     assert_reaped(pids)
 
 
+def test_worker_killed_by_a_signal_without_a_name() -> None:
+    env = make()
+    env.reset(seed=0)
+    pids = worker_pids(env)
+    os.kill(pids[0], signal.SIGRTMIN + 6)  # terminates; signal.Signals has no name for it
+    err, elapsed = step_until_error(env)
+    rt = int(signal.SIGRTMIN) + 6
+    assert isinstance(err, V.WorkerError) and err.worker == 0 and err.exitcode == -rt
+    assert f"killed by signal {rt} (exit code {-rt})" in str(err)
+    assert elapsed < REPORT_BOUND
+    assert_reaped(pids)
+
+
+def test_sigkill_while_waiting_for_an_async_batch() -> None:
+    env = make(env_kwargs={"target": 0, "how": "sleep"}, batch_size=2)
+    env.async_reset(seed=0)
+    pids = worker_pids(env)
+    for _ in range(3):  # three rounds: each worker is sent three steps; worker 0 sleeps in its 3rd
+        for _ in range(2):
+            env.recv()
+            env.send(np.zeros(2, np.int64))
+    time.sleep(0.2)
+    os.kill(pids[0], signal.SIGKILL)
+    start = time.monotonic()
+    with pytest.raises(V.WorkerError, match=r"worker 0 .*SIGKILL") as info:
+        for _ in range(2):  # worker 1's batch comes back; the round then waits for worker 0
+            assert list(env.recv()[5]) == [2, 3]
+            env.send(np.zeros(2, np.int64))
+    assert time.monotonic() - start < REPORT_BOUND and info.value.exitcode == -9
+    assert_reaped(pids)
+
+
+def test_closing_a_copy_in_a_forked_child_leaves_the_workers_alone() -> None:
+    env = make()
+    env.reset(seed=0)
+    pid = os.fork()
+    if pid == 0:  # the child: drop its copy of the env as a forked process might, then leave
+        try:
+            env.close()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert all(alive(p) for p in worker_pids(env))
+    for _ in range(3):
+        env.step(np.zeros(4, np.int64))  # the workers still answer this process
+    env.close()
+
+
 def test_worker_exiting_by_itself() -> None:
     env = make(env_kwargs={"target": 1, "how": "exit"})
     env.reset(seed=0)
@@ -253,6 +301,18 @@ def test_close_reaps_every_worker_and_is_idempotent() -> None:
         env.reset()
 
 
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_close_frees_the_semaphores_and_pipes(method: str) -> None:
+    env = make(batch_size=2, start_method=method)
+    env.async_reset(seed=0)
+    names = [s._semlock.name for s in [*env._go, *env._done, env._any]]
+    names = [f"/dev/shm/sem.{n.lstrip('/')}" for n in names if n is not None]
+    assert all(os.path.exists(n) for n in names) and (names or method == "fork")
+    env.close()
+    assert not [n for n in names if os.path.exists(n)], "semaphores left after close()"
+    assert all(c.closed for c in env._conns)
+
+
 def test_dropping_the_env_reaps_its_workers() -> None:
     env = make()
     pids = worker_pids(env)
@@ -280,6 +340,34 @@ if __name__ == "__main__":
     else:
         main()
 """
+
+
+_LEFT_OPEN = """
+import json, sys, numpy as np
+import puffer.vector as V
+
+if __name__ == "__main__":  # never closed: still open when the interpreter exits
+    env = V.make("cartpole", 4, "multiprocessing", num_workers=2, start_method=sys.argv[1])
+    env.reset()
+    if sys.argv[2] == "busy":
+        env.send(np.zeros(4, np.int64))
+    print(json.dumps([p.pid for p in env._procs]), flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("method", "state"), [("fork", "idle"), ("fork", "busy"), ("spawn", "idle")]
+)
+def test_an_env_left_open_at_exit_is_closed_without_a_hang(
+    tmp_path, method: str, state: str
+) -> None:  # type: ignore[no-untyped-def]
+    script = tmp_path / "left_open.py"
+    script.write_text(textwrap.dedent(_LEFT_OPEN))
+    proc = subprocess.run(
+        [sys.executable, str(script), method, state], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert_reaped(json.loads(proc.stdout.splitlines()[-1]))
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from puffer.env import Buffers, Infos
+from puffer.env import Buffers, Infos, check_int
 from puffer.envs.base import NativeVecEnv, OneAgent
 from puffer.spaces import Box, Discrete
 
@@ -35,13 +35,11 @@ class BanditVec(NativeVecEnv):
         buffers: Buffers | None = None,
         seed: int | None = None,
     ):
-        if int(num_arms) != num_arms or num_arms < 2:
-            raise ValueError(f"BanditVec: num_arms={num_arms!r} must be an int >= 2")
+        self.num_arms = check_int("BanditVec", "num_arms", num_arms, minimum=2)
         if reward_noise < 0:
             raise ValueError(f"BanditVec: reward_noise={reward_noise!r} must be >= 0")
         obs_space = Box(1.0, 1.0, shape=(1,), dtype=np.float32)
-        super().__init__(obs_space, Discrete(int(num_arms)), num_envs, buffers, seed)
-        self.num_arms = int(num_arms)
+        super().__init__(obs_space, Discrete(self.num_arms), num_envs, buffers, seed)
         self.best_arm = int(np.random.default_rng(arm_seed).integers(self.num_arms))
         self.reward_scale = float(reward_scale)
         self.reward_noise = float(reward_noise)

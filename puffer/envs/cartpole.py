@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from puffer.env import Buffers, PufferEnv, StepResult
+from puffer.env import Buffers, PufferEnv, StepResult, check_int
 from puffer.envs.base import NativeVecEnv
 from puffer.spaces import Box, Discrete, Space
 
@@ -94,10 +94,8 @@ class CartPoleVec(NativeVecEnv):
     ):
         obs_space, act_space = spaces(continuous)
         super().__init__(obs_space, act_space, num_envs, buffers, seed)
-        if int(max_steps) != max_steps or max_steps < 1:
-            raise ValueError(f"CartPoleVec: max_steps={max_steps!r} must be a positive int")
         self.continuous = continuous
-        self.max_steps = int(max_steps)
+        self.max_steps = check_int("CartPoleVec", "max_steps", max_steps)
         n = self.num_envs
         self.physics = np.zeros((4, n))  # rows: x, x_dot, theta, theta_dot (float64, as gymnasium)
         self.steps = np.zeros(n, np.int64)
@@ -173,11 +171,9 @@ class CartPole(PufferEnv):
     def __init__(
         self, *, continuous: bool = False, max_steps: int = MAX_STEPS, seed: int | None = None
     ):
-        if int(max_steps) != max_steps or max_steps < 1:
-            raise ValueError(f"CartPole: max_steps={max_steps!r} must be a positive int")
+        self.max_steps = check_int("CartPole", "max_steps", max_steps)
         self.observation_space, self.action_space = spaces(continuous)
         self.continuous = continuous
-        self.max_steps = int(max_steps)
         self.rng = np.random.default_rng(seed)
         self.state = (0.0, 0.0, 0.0, 0.0)
         self.steps = 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from puffer.env import Buffers, Infos
+from puffer.env import Buffers, Infos, check_int
 from puffer.envs.base import NativeVecEnv, OneAgent
 from puffer.spaces import Box, Discrete
 
@@ -33,11 +33,9 @@ class MemoryVec(NativeVecEnv):
         buffers: Buffers | None = None,
         seed: int | None = None,
     ):
-        if int(length) != length or length < 0:
-            raise ValueError(f"MemoryVec: length={length!r} must be an int >= 0")
+        self.length = check_int("MemoryVec", "length", length, minimum=0)
         obs_space = Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         super().__init__(obs_space, Discrete(2), num_envs, buffers, seed)
-        self.length = int(length)
         self.cue = np.ones(self.num_envs, np.int64)  # -1 or +1
         self.t = np.zeros(self.num_envs, np.int64)  # steps taken in the episode
         self._success = np.zeros(self.num_envs, np.float32)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from puffer.env import Buffers, Infos
+from puffer.env import Buffers, Infos, check_int
 from puffer.envs.base import NativeVecEnv, OneAgent
 from puffer.spaces import Box, Discrete
 
@@ -38,15 +38,12 @@ class SquaredVec(NativeVecEnv):
         buffers: Buffers | None = None,
         seed: int | None = None,
     ):
-        if int(size) != size or size < 2:
-            raise ValueError(f"SquaredVec: size={size!r} must be an int >= 2")
-        max_steps = 2 * int(size) if max_steps is None else max_steps
-        if int(max_steps) != max_steps or max_steps < 1:
-            raise ValueError(f"SquaredVec: max_steps={max_steps!r} must be a positive int")
+        self.size = check_int("SquaredVec", "size", size, minimum=2)
+        self.max_steps = check_int(
+            "SquaredVec", "max_steps", 2 * self.size if max_steps is None else max_steps
+        )
         obs_space = Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
         super().__init__(obs_space, Discrete(5), num_envs, buffers, seed)
-        self.size = int(size)
-        self.max_steps = int(max_steps)
         self.pos = np.zeros((2, self.num_envs), np.int64)  # rows: x, y
         self.target = np.zeros((2, self.num_envs), np.int64)
         self.steps = np.zeros(self.num_envs, np.int64)

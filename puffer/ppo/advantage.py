@@ -46,7 +46,8 @@ def compute_puff_advantage(
     c_clip: float = 1.0,
 ) -> torch.Tensor:
     """Advantages ``(S, T)`` with importance ratios ``pi/mu`` clipped at ``rho_clip`` (on the TD
-    errors) and ``c_clip`` (on the traces); exactly GAE when ``ratios`` is None or all 1.
+    errors) and ``c_clip`` (on the traces); exactly GAE when ``ratios`` is None, or all 1
+    with both clips >= 1.
 
     ``A_t = rho_t * delta_t + gamma * lambda * c_t * A_{t+1}`` (cut where the episode ended) with
     ``delta_t = r_t + gamma * next_value_t * (1 - terminal_t) - V_t``. ``A + values`` is V-trace's

@@ -139,7 +139,7 @@ class Trainer:
         self.global_step = 0
         self.epoch = 0
         # Rollout state carried across rollouts (and checkpoints).
-        self._state = self.policy.initial_state(self.num_envs, self.device)
+        self._state: State = None
         self._pending: tuple[torch.Tensor, np.ndarray, torch.Tensor] | None = None
         self._stored = np.zeros(self.num_envs, bool)  # the row's in-flight step is in the buffer
         self._ptr = np.zeros(self.num_envs, np.int64)
@@ -149,7 +149,7 @@ class Trainer:
         self._episodes: dict[str, list[np.ndarray]] = defaultdict(list)
         self._collected = False
         self._times = {"env": 0.0, "forward": 0.0}
-        self.vecenv.async_reset(self.seed)
+        self._start_episodes(self.seed)
 
     # -- properties --------------------------------------------------------------------------------
 
@@ -189,6 +189,17 @@ class Trainer:
                 pass
         self._collected = True
         return self._episode_means()
+
+    def _start_episodes(self, seed: int) -> None:
+        """Reset every row and receive the first batch. Between rollouts the trainer always holds
+        the batch awaiting actions (``_pending``): the env is never mid-step when ``state_dict``
+        saves it, even before the first rollout."""
+        self.vecenv.async_reset(seed)
+        self._state = self.policy.initial_state(self.num_envs, self.device)
+        self._stored[:] = False
+        self._fresh[:] = True
+        obs, env_ids, starts, _ = self._recv()
+        self._pending = (obs, env_ids, starts)
 
     def _recv(self) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, tuple[torch.Tensor, ...]]:
         """The next batch: observations, env ids, episode starts, and the rewards, terminals and
@@ -533,7 +544,7 @@ class Trainer:
             obs, env_ids, starts = self._pending
             pending = {
                 "observations": obs.detach().cpu().clone(),
-                "env_ids": torch.as_tensor(np.asarray(env_ids, np.int64)),
+                "env_ids": torch.tensor(env_ids, dtype=torch.int64),  # a copy, as the others
                 "starts": starts.cpu().clone(),
             }
         return {
@@ -619,11 +630,7 @@ class Trainer:
             self._stored = rollout["stored"].cpu().numpy().copy()
             self._fresh = rollout["fresh"].cpu().numpy().copy()
         else:  # the env cannot be restored: start fresh episodes, keep the learned state
-            self.vecenv.async_reset(self.seed + self.epoch)
-            self._state = self.policy.initial_state(self.num_envs, self.device)
-            self._pending = None
-            self._stored[:] = False
-            self._fresh[:] = True
+            self._start_episodes(self.seed + self.epoch)
 
     def save(self, path: str | Any) -> Any:
         """Write ``state_dict()`` to ``path`` atomically; returns the path."""
