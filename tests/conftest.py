@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -106,3 +106,40 @@ def run(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     return lambda module, *args, timeout=120: run_module(
         module, *args, cwd=tmp_path, timeout=timeout
     )
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny nets: one thread is as fast, and does not spin against other processes."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_leftover_workers() -> Iterator[None]:
+    """The test must reap every process it started (the multiprocessing helpers excepted)."""
+    import psutil
+
+    def running(p: psutil.Process) -> bool:
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def multiprocessing_helper(p: psutil.Process) -> bool:
+        # The forkserver and the resource tracker: started once, shared by later tests.
+        try:
+            cmd = " ".join(p.cmdline())
+            return p.ppid() == os.getpid() and ("forkserver" in cmd or "resource_tracker" in cmd)
+        except psutil.Error:
+            return False
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    yield
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    left = [p for p in left if running(p) and not multiprocessing_helper(p)]
+    assert not left, f"processes left running: {left}"

@@ -19,7 +19,7 @@ from puffer.ppo import PPOConfig, Trainer
 
 TUNED = Path(__file__).resolve().parents[1] / "conf" / "tuned"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def tuned(env: str) -> tuple[PPOConfig, P.PolicyConfig, int]:
@@ -62,13 +62,6 @@ def deterministic_rate(
         state = policy.reset_state(state, torch.as_tensor(terminals | truncations))
     vecenv.close()
     return float(np.mean(values[:episodes]))
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()  # Trainer(torch_threads=1) sets it for the process
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_bandit_best_arm():

@@ -19,14 +19,7 @@ from puffer.ppo import PPOConfig, Trainer, compute_gae, train
 from puffer.ppo.trainer import NonFiniteLossError
 from puffer.spaces import Box, Discrete
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny nets: one thread is as fast, and does not spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 METRIC_KEYS = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import pickle
 import random
 import time
@@ -21,6 +20,15 @@ from puffer.env import EnvClosedError, PufferEnv, ResetNeeded, StepResult
 from puffer.envs.cartpole import CartPole, CartPoleVec
 from puffer.spaces import Box, Dict, Discrete
 from puffer.wrappers import EpisodeStats
+
+pytestmark = pytest.mark.usefixtures("no_leftover_workers")
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 class DictObs(PufferEnv):
@@ -126,32 +134,6 @@ def assert_same(a: list[Any], b: list[Any]) -> None:
 
 def episodes(trace: list[Any]) -> int:
     return sum(len(x.get("episode_return", ())) for x in trace if isinstance(x, dict))
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_workers():
-    """Every test must reap the worker processes it started."""
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
-    yield
-    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
-    left = [p for p in left if _running(p) and not _multiprocessing_helper(p)]
-    assert not left, f"processes left running: {left}"
-
-
-def _running(p: psutil.Process) -> bool:
-    try:
-        return p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _multiprocessing_helper(p: psutil.Process) -> bool:
-    """The forkserver and the resource tracker: started once, shared by later tests."""
-    try:
-        cmd = " ".join(p.cmdline())
-        return p.ppid() == os.getpid() and ("forkserver" in cmd or "resource_tracker" in cmd)
-    except psutil.Error:
-        return False
 
 
 # --- the same trajectories on every backend --------------------------------------------------------

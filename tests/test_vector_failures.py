@@ -21,6 +21,8 @@ import puffer.vector as V
 from puffer.env import EnvClosedError, PufferEnv, StepResult
 from puffer.spaces import Box, Discrete
 
+pytestmark = pytest.mark.usefixtures("no_leftover_workers")
+
 # Generous bounds on the time to report a failure (the issue asks for well under a second; the
 # measured times are milliseconds). Loaded CI machines make tighter bounds flaky.
 REPORT_BOUND = 5.0
@@ -80,25 +82,6 @@ def alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
-        return False
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_workers():
-    """Every test must reap the worker processes it started."""
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
-    yield
-    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
-    left = [p for p in left if alive(p.pid) and not _multiprocessing_helper(p)]
-    assert not left, f"processes left running: {left}"
-
-
-def _multiprocessing_helper(p: psutil.Process) -> bool:
-    """The forkserver and the resource tracker: started once, shared by later tests."""
-    try:
-        cmd = " ".join(p.cmdline())
-        return p.ppid() == os.getpid() and ("forkserver" in cmd or "resource_tracker" in cmd)
-    except psutil.Error:
         return False
 
 
