@@ -146,8 +146,7 @@ class OneAgents(VecEnv):
             env.close()
         self.envs = envs
         self.observations[...] = state["observations"]
-        self._phase = "ready"
-        self._pending = None
+        self._restored()
 
     def render(self, row: int = 0) -> Any:
         return self.envs[row].render()
@@ -193,8 +192,7 @@ class Concat(VecEnv):
     def load_state(self, state: dict[str, Any]) -> None:
         for sub, s in zip(self.subs, state["subs"], strict=True):
             sub.load_state(s)
-        self._phase = "ready"
-        self._pending = None
+        self._restored()
 
     def render(self, row: int = 0) -> Any:
         return self.subs[row // self.k].render(row % self.k)

@@ -451,6 +451,11 @@ class VecEnv:
     def _close(self) -> None:
         pass
 
+    def _restored(self) -> None:
+        """Mark the env ready to step after ``load_state`` put it mid-episode (no reset pending)."""
+        self._phase = _READY
+        self._pending = None
+
     def _check_not_closed(self, method: str) -> None:
         if self._phase == _CLOSED:
             raise _lifecycle_error(type(self).__name__, method, _CLOSED)

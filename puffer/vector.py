@@ -34,7 +34,7 @@ import numpy as np
 
 from puffer import _worker
 from puffer._blocks import Recipe, as_one_agent, check_vec, merge_infos, step_in_place
-from puffer.env import Buffers, EnvClosedError, Infos, PufferEnv, VecEnv
+from puffer.env import _CLOSED, _READY, Buffers, EnvClosedError, Infos, PufferEnv, VecEnv
 from puffer.spaces import Space
 
 __all__ = ["BACKENDS", "Multiprocessing", "Serial", "WorkerError", "layout", "make"]
@@ -338,7 +338,7 @@ class _Blocks(VecEnv):
 
     def _state_check(self, method: str) -> None:
         self._check_sync(method)
-        if self._phase == "ready" and self._batch is None:
+        if self._phase == _READY and self._batch is None:
             raise RuntimeError(
                 f"{type(self).__name__}.{method}() between send() and recv(): call recv() first"
             )
@@ -374,7 +374,7 @@ class _Blocks(VecEnv):
         return divmod(row % self.num_envs, self.rows_per_worker)
 
     def _loaded(self) -> None:
-        self._phase = "ready"
+        self._phase = _READY
         self._seeded = True
         self._batch = list(range(self.num_workers))
 
@@ -426,7 +426,7 @@ class Serial(_Blocks):
             self._infos[w] = env.reset(None if seed is None else seed + self.blocks[w][0])[1]
         self._queue = collections.deque(range(self.num_workers))
         self._batch = None
-        self._phase = "ready"
+        self._phase = _READY
 
     def _start_step(self, w: int) -> None:
         self._infos[w] = step_in_place(self.envs[w])
@@ -605,7 +605,7 @@ class Multiprocessing(_Blocks):
             self._command(w, _worker.RESET, "reset")
         self._handed = [False] * self.num_workers
         self._batch = None
-        self._phase = "ready"
+        self._phase = _READY
 
     def _start_step(self, w: int) -> None:
         self._command(w, _worker.STEP, "step")
@@ -786,7 +786,7 @@ class Multiprocessing(_Blocks):
     # -- lifecycle ------------------------------------------------------------------------------
 
     def _check_not_closed(self, method: str) -> None:
-        if self._phase == "closed" and self._failure:
+        if self._phase == _CLOSED and self._failure:
             raise EnvClosedError(
                 f"{type(self).__name__}.{method}(): the env was closed after a worker failure "
                 f"({self._failure}); create a new env"

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from puffer.env import _READY, Buffers, Infos, PufferEnv, StepResult, VecEnv
+from puffer.env import Buffers, Infos, PufferEnv, StepResult, VecEnv
 from puffer.spaces import Space
 
 
@@ -114,8 +114,7 @@ class NativeVecEnv(VecEnv):
         self.rng = rng
         for key in self._state_names():
             getattr(self, key)[...] = np.asarray(state[key])
-        self._phase = _READY
-        self._pending = None
+        self._restored()
 
 
 class OneAgent(PufferEnv):
