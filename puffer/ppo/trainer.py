@@ -647,6 +647,17 @@ class Trainer:
                 f"checkpoint {path} does not fit this trainer: {detail}"
             ) from None
 
+    # The contract's names (CONTRACTS.md) until the trainer branch lands: the front end uses these.
+    def rollout(self) -> dict[str, float]:
+        return self.evaluate()
+
+    def update(self) -> dict[str, float]:
+        return self.train()
+
+    @property
+    def update_count(self) -> int:
+        return self.epoch
+
     def close(self) -> None:
         """Close the VecEnv."""
         self.vecenv.close()
