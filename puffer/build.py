@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import Container, DictConfig, OmegaConf
 
 from puffer import checkpoint as ckpt
 from puffer.config import ConfigError, TrainConfig, env_label, import_creator
@@ -58,10 +58,12 @@ def reload(
         key = o.key_or_group
         if o.is_delete() or key.startswith("hydra") or key.split(".")[0] in skip:
             continue
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(new, parent) if parent else new
-        raw = OmegaConf.to_container(node, resolve=False)[leaf]  # type: ignore[index]
-        OmegaConf.update(cfg, key, raw, merge=False, force_add=key.startswith("env.kwargs."))
+        value = OmegaConf.select(new, key)
+        if not isinstance(value, Container):  # a leaf: its unresolved value, escapes and all
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(new, parent) if parent else new
+            value = OmegaConf.to_container(node, resolve=False)[leaf]  # type: ignore[index]
+        OmegaConf.update(cfg, key, value, merge=False, force_add=key.startswith("env.kwargs."))
     return cfg  # type: ignore[return-value]
 
 

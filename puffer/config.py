@@ -1,6 +1,6 @@
 """Hydra config schemas, composition and validation for ``puffer.train`` / ``puffer.eval``.
 
-The top-level schema ``TrainConfig`` is registered in Hydra's ConfigStore as ``puffer_schema`` and
+The top-level schema ``TrainConfig`` is registered in Hydra's ConfigStore as ``schema/train`` and
 sits first in ``conf/config.yaml``'s defaults, so every YAML value merged on top of it is checked
 against these dataclasses (and ``PPOConfig``/``PolicyConfig``, the same classes the Trainer takes)
 at compose time. ``compose`` and ``validate`` turn every failure into a ``ConfigError`` whose
@@ -134,7 +134,8 @@ class EvalConfig(TrainConfig):
     episodes: int = 10
     deterministic: bool = True
     render: bool = False
-    checkpoint: str | None = None  # a file or a name in <run>/checkpoints (default: the latest)
+    # A file or a name in <run>/checkpoints (default: the latest); replaces the training group.
+    checkpoint: Any = None
 
 
 class ConfigError(ValueError):
@@ -189,8 +190,9 @@ def import_creator(spec: str) -> Any:
 
 def register() -> None:
     """Store the schema in Hydra's ConfigStore and add the ``puffer_env_label`` resolver."""
-    ConfigStore.instance().store(name="puffer_schema", node=TrainConfig)
-    ConfigStore.instance().store(name="puffer_eval_schema", node=EvalConfig)
+    # The schema is a group so that conf/eval.yaml can swap in EvalConfig under conf/config.yaml.
+    ConfigStore.instance().store(group="schema", name="train", node=TrainConfig, package="_global_")
+    ConfigStore.instance().store(group="schema", name="eval", node=EvalConfig, package="_global_")
     if not OmegaConf.has_resolver("puffer_env_label"):
         OmegaConf.register_new_resolver("puffer_env_label", env_label)
     if not OmegaConf.has_resolver("puffer_run_dir"):
@@ -230,7 +232,8 @@ def compose(
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.singleton import Singleton
 
-    saved = Singleton.get_state()
+    running = GlobalHydra.instance().is_initialized()
+    saved = Singleton.get_state() if running else None
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -240,7 +243,8 @@ def compose(
     except Exception as e:
         raise ConfigError(explain(e)) from e
     finally:
-        Singleton.set_state(saved)
+        if saved is not None:
+            Singleton.set_state(saved)
 
 
 def _keys_at(path: str) -> list[str]:

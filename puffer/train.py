@@ -21,6 +21,7 @@ import traceback
 from collections import deque
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,8 @@ def run(
     resuming = cfg.resume is not None
     started = time.time()
     summary: dict[str, Any] = {"status": "starting", "env": _label(cfg), "run_dir": str(run_dir)}
-    if not resuming:
+    if not resuming:  # `started` says which run is newest (puffer eval <env>), resumed or not
+        summary["started"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / SUMMARY, summary)
     stop = StopFlag()
@@ -369,27 +371,31 @@ class Checks(Callback):
     sweep_dir: str | None = None  # set when a sweep starts (main() tabulates a failed one)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
+        with _exit_on_error():
             validate(effective_config(_job(config)))
             if config.resume is None:
                 _check_dir(config.hydra.run.dir)
-        except ConfigError as e:
-            if _FULL_ERROR:
-                raise
-            raise _config_error(str(e)) from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
+        with _exit_on_error():
             if config.resume is not None:
                 raise ConfigError("resume= continues one run: drop -m (or resume each job's dir)")
             for job in _sweep_jobs(list(config.hydra.overrides.task)):
                 validate(compose(job))
             _check_dir(config.hydra.sweep.dir)
-        except ConfigError as e:
-            if _FULL_ERROR:
-                raise
-            raise _config_error(str(e)) from None
         Checks.sweep_dir = str(config.hydra.sweep.dir)
+
+
+@contextmanager
+def _exit_on_error() -> Iterator[None]:
+    """Turn an error into exit 2 with one paragraph: Hydra would only warn about a callback's
+    exception, but lets ``SystemExit`` through."""
+    try:
+        yield
+    except Exception as e:
+        if _FULL_ERROR:
+            traceback.print_exc()
+        raise _config_error(str(e) if isinstance(e, ConfigError) else explain(e)) from None
 
 
 _app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_task)
