@@ -74,7 +74,7 @@ def test_eval_subprocess_loads_the_run_and_prints_mean_and_std(trained, helpers)
 def test_overrides_apply_on_top_of_the_run_config(trained, evaluate):
     code, out, err = evaluate(f"run={trained}", "episodes=4", "env.kwargs.max_steps=7")
     assert code == 0, err
-    mean, std, episodes, length = _result(out)
+    mean, _, episodes, length = _result(out)
     assert episodes == 4 and length <= 7 and mean <= 7
     assert "+/- 0 over" in out  # equal episodes: no float noise like 3.331e-16
 
@@ -115,7 +115,9 @@ def test_a_file_written_by_trainer_save_evaluates(trained, evaluate, tmp_path):
 
 
 def test_render_draws_the_env(trained, evaluate):
-    code, out, err = evaluate(f"run={trained}", "episodes=1", "render=true", "env.kwargs.max_steps=3")
+    code, out, err = evaluate(
+        f"run={trained}", "episodes=1", "render=true", "env.kwargs.max_steps=3"
+    )
     assert code == 0, err
     assert "=====" in out  # cartpole's track
 
