@@ -229,5 +229,7 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run the imported module's main: the callbacks' globals are there
+    from puffer.eval import main as module_main
+
+    sys.exit(module_main())

@@ -317,7 +317,7 @@ def _failure_message(e: BaseException, run_dir: Path) -> str:
     latest = ckpt.CheckpointDir(run_dir / "checkpoints").latest()
     kept = f"; last good checkpoint {latest}" if latest else "; no checkpoint was written"
     return (
-        f"training failed: {type(e).__name__}: {first}{kept}. Traceback in {run_dir / SUMMARY} "
+        f"training failed: {type(e).__name__}: {first}{kept}. The full trace is in {run_dir / SUMMARY} "
         "(or rerun with HYDRA_FULL_ERROR=1)."
     )
 
@@ -428,5 +428,7 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run the imported module's main: the callbacks' globals are there
+    from puffer.train import main as module_main
+
+    sys.exit(module_main())
