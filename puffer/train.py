@@ -214,6 +214,15 @@ def run(
                 save_checkpoint(checkpoints, trainer, cfg)
             if stop.signum is not None:
                 status = "interrupted"
+            else:
+                score = objective(trainer)
+                log.info(
+                    "puffer: done: %s steps in %.1fs, mean return %s; run dir %s",
+                    f"{trainer.global_step:,}",
+                    time.time() - started,
+                    "-" if score is None else f"{score:.4g}",
+                    run_dir,
+                )
         except BaseException as e:
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
             summary["error"] = f"{type(e).__name__}: {e}"
@@ -223,8 +232,13 @@ def run(
                 status = "interrupted"
                 log.warning("update interrupted by the signal (%s); keeping the last checkpoint", e)
             else:
+                if isinstance(e, Exception):
+                    log.error("puffer: %s", _failure_message(e, run_dir))
                 raise
         finally:
+            if stop.signum is not None:
+                name = signal.Signals(stop.signum).name
+                log.error("puffer: stopped by %s; checkpoint and logs saved in %s", name, run_dir)
             _finish(run_dir, summary, status, touched, trainer, loggers, sps, started)
     if stop.signum is not None:
         raise TrainingInterrupted(stop.signum)
@@ -286,27 +300,16 @@ def _task(cfg: DictConfig) -> float:
         console = Console(force_terminal=False)  # sweep jobs print plain lines, even on a terminal
     try:
         summary = run(effective_config(cfg), run_dir, console)
-    except TrainingInterrupted as e:
-        log.error("puffer: %s; checkpoint and logs saved in %s", e, run_dir)
+    except TrainingInterrupted as e:  # run() logged it
         raise SystemExit(e.code) from None
     except KeyboardInterrupt:
         log.error("puffer: aborted; logs in %s", run_dir)
         raise SystemExit(128 + signal.SIGINT) from None
-    except Exception as e:
-        if _FULL_ERROR:
-            raise
-        log.error("puffer: %s", _failure_message(e, run_dir))
-        if multirun:
-            raise  # the sweeper records the job as failed; the summary table shows it
+    except Exception as e:  # run() logged it
+        if _FULL_ERROR or multirun:
+            raise  # a sweeper records the job as failed; the summary table shows it
         raise SystemExit(EXIT_CONFIG if isinstance(e, ConfigError) else EXIT_FAILED) from None
     score = summary.get("objective")
-    log.info(
-        "puffer: done: %s steps in %.1fs, mean return %s; run dir %s",
-        f"{summary.get('global_step', 0):,}",
-        summary.get("wall_time", 0.0),
-        "-" if score is None else f"{score:.4g}",
-        run_dir,
-    )
     return float("nan") if score is None else float(score)
 
 
