@@ -8,7 +8,6 @@ line sets taken from this command line's composed config (``reload``), never fro
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,12 @@ from puffer.config import ConfigError, TrainConfig, env_label, import_creator
 
 __all__ = [
     "env_creator",
-    "load_checkpoint",
     "make_loggers",
     "make_policy",
     "make_trainer",
     "make_vecenv",
     "reload",
 ]
-
-log = logging.getLogger("puffer")
 
 GROUPS = ("env", "vector", "policy", "ppo", "logger", "checkpoint")
 
@@ -118,55 +114,33 @@ def make_policy(cfg: DictConfig, vecenv: Any) -> Any:
     return policies.make(OmegaConf.to_object(cfg.policy), vecenv, seed=cfg.seed)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A checkpoint's trainer state, from the run loop's file or a plain ``Trainer.save`` file.
-
-    Raises ``CheckpointError`` naming the file if it is neither.
-    """
-    state = ckpt.load(path)
-    trainer = state.get("trainer", state)
-    if not isinstance(trainer, dict) or "policy" not in trainer:
-        raise ckpt.CheckpointError(
-            f"checkpoint {path} is not a puffer training checkpoint (no trainer/policy entry)"
-        )
-    return trainer
-
-
-def _saved_layout(cfg: DictConfig, state: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint's worker count when it still fits this machine; else ``{}`` and the env
-    state is dropped (fresh episodes) with one warning saying what changed."""
+def _saved_layout(cfg: DictConfig, meta: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's worker count when ``cfg`` leaves it open and it still fits this machine;
+    else ``{}`` (the default layout: the trainer then starts fresh episodes and says so)."""
     from puffer.vector import layout
 
-    env = state.get("env")
-    workers = env.get("num_workers") if isinstance(env, dict) else None
-    if workers is None or cfg.vector.backend != "multiprocessing" or cfg.vector.num_workers:
-        return {}
+    workers = (meta.get("env") or {}).get("num_workers")
     vec = cfg.vector
+    if workers is None or vec.backend != "multiprocessing" or vec.num_workers is not None:
+        return {}
     try:
         layout(
             vec.num_envs, workers, vec.batch_size, parallel=True, oversubscribe=vec.oversubscribe
         )
-        return {"num_workers": workers}
-    except ValueError as e:
-        state["env"] = None
-        log.warning(
-            "resume: the checkpoint's num_workers=%d does not fit this machine (%s); continuing "
-            "with the default layout and fresh episodes (not bit-exact)",
-            workers,
-            e,
-        )
+    except ValueError:
         return {}
+    return {"num_workers": workers}
 
 
 def make_trainer(cfg: DictConfig, checkpoint: str | os.PathLike[str] | None = None) -> Any:
-    """The env, policy and ``Trainer`` ``cfg`` describes, restored from ``checkpoint`` if given.
+    """The env, policy and ``Trainer`` ``cfg`` describes, resumed from ``checkpoint`` if given.
 
-    Raises ``CheckpointError`` naming the file when it cannot be used with ``cfg``.
+    Raises ``CheckpointError`` naming the file when it cannot be read or used with ``cfg``.
     """
     from puffer.ppo.trainer import Trainer
 
-    state = load_checkpoint(checkpoint) if checkpoint is not None else None
-    vecenv = make_vecenv(cfg, **(_saved_layout(cfg, state) if state else {}))
+    meta = ckpt.load(checkpoint).get("meta", {}) if checkpoint is not None else {}
+    vecenv = make_vecenv(cfg, **_saved_layout(cfg, meta))
     try:
         trainer = Trainer(
             OmegaConf.to_object(cfg.ppo),
@@ -176,15 +150,8 @@ def make_trainer(cfg: DictConfig, checkpoint: str | os.PathLike[str] | None = No
             seed=cfg.seed,
             torch_threads=cfg.torch_threads,
         )
-        if state is not None:
-            try:
-                trainer.load_state_dict(state)
-            except (KeyError, RuntimeError, ValueError) as e:
-                raise ckpt.CheckpointError(
-                    f"checkpoint {checkpoint} does not fit this config ({type(e).__name__}: "
-                    f"{str(e).splitlines()[0]}); resume with the run's own config (drop "
-                    "overrides that change the env, policy or vector)"
-                ) from e
+        if checkpoint is not None:
+            trainer.load(checkpoint)
     except BaseException:
         vecenv.close()
         raise

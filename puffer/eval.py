@@ -105,12 +105,12 @@ def evaluate(
     from puffer.ppo.trainer import resolve_device
 
     path = Path(checkpoint)
-    state = build.load_checkpoint(path)
+    saved = ckpt.load(path)
     rows = max(1, min(episodes, MAX_ROWS))
     vecenv = build.make_vecenv(cfg, num_envs=rows, backend="serial")
     try:
         policy = build.make_policy(cfg, vecenv)
-        _load_policy(policy, state, path)
+        _load_policy(policy, saved, path)
         device = resolve_device(cfg.device)
         policy = policy.to(device).eval()
 
@@ -138,17 +138,18 @@ def evaluate(
     finally:
         vecenv.close()
     flat = [r for rs in returns for r in rs]
-    return EvalResult(flat, [n for ns in lengths for n in ns], path, int(state["global_step"]))
+    step = int(saved["meta"].get("global_step", 0))
+    return EvalResult(flat, [n for ns in lengths for n in ns], path, step)
 
 
-def _load_policy(policy: Any, state: dict[str, Any], path: Path) -> None:
-    saved_class = state.get("policy_class", type(policy).__name__)
+def _load_policy(policy: Any, saved: dict[str, Any], path: Path) -> None:
+    saved_class = saved.get("trainer", {}).get("policy_class", type(policy).__name__)
     try:
         if saved_class != type(policy).__name__:
             raise RuntimeError(
                 f"it holds a {saved_class} policy, the config a {type(policy).__name__}"
             )
-        policy.load_state_dict(state["policy"])
+        policy.load_state_dict(ckpt.policy_state(saved))
     except RuntimeError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         detail = " ".join(lines[:2])[:300] if lines else type(e).__name__

@@ -99,13 +99,9 @@ def save_checkpoint(checkpoints: ckpt.CheckpointDir, trainer: Any, cfg: DictConf
             f"({', '.join(bad)}); not checkpointed. Lower ppo.learning_rate or enable "
             "ppo.normalize_rewards/normalize_observations"
         )
-    state = {
-        "trainer": trainer.state_dict(),
-        "config": OmegaConf.to_container(cfg, resolve=False),  # escapes kept: it round-trips
-        "global_step": int(trainer.global_step),
-        "update_count": int(trainer.update_count),
-    }
-    return checkpoints.save(state, trainer.global_step)
+    config = OmegaConf.to_container(cfg, resolve=False)  # escapes kept: it round-trips
+    path = trainer.save(checkpoints.path(trainer.global_step), meta={"config": config})
+    return checkpoints.commit(path)
 
 
 def objective(trainer: Any) -> float | None:
