@@ -43,9 +43,9 @@ __all__ = [
     "explain",
     "group_options",
     "import_creator",
+    "positive_int",
     "register",
     "validate",
-    "writable_dir_problem",
 ]
 
 BACKENDS = ("serial", "multiprocessing")
@@ -347,6 +347,14 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def positive_int(key: str, value: Any, *, optional: bool = False) -> None:
+    """``ConfigError`` unless ``value`` is an integer >= 1 (or None when ``optional``)."""
+    if optional and value is None:
+        return
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    _require(ok, f"{key}={value!r}: must be a positive integer{' (or null)' if optional else ''}.")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check values that types cannot: choices, ranges and consistency. Raises ``ConfigError``."""
     from puffer import envs
@@ -386,19 +394,16 @@ def validate(cfg: DictConfig) -> None:
             torch.cuda.is_available(),
             f"device={cfg.device}: CUDA is not available on this machine; use device=auto or cpu.",
         )
-    _require(
-        cfg.torch_threads is None or cfg.torch_threads >= 1,
-        f"torch_threads={cfg.torch_threads}: must be at least 1 (or null for torch's default).",
-    )
-    _require(
-        cfg.dashboard in DASHBOARDS,
-        f"dashboard={cfg.dashboard!r}: use one of {', '.join(DASHBOARDS)}.",
-    )
+    for key, choices in (
+        ("dashboard", DASHBOARDS),
+        ("vector.backend", BACKENDS),
+        ("logger.wandb.mode", WANDB_MODES),
+    ):
+        value = OmegaConf.select(cfg, key)
+        _require(value in choices, f"{key}={value!r}: use one of {', '.join(choices)}.")
+    for key in ("checkpoint.interval", "checkpoint.keep", "torch_threads"):
+        positive_int(key, OmegaConf.select(cfg, key), optional=key == "torch_threads")
     vec = cfg.vector
-    _require(
-        vec.backend in BACKENDS,
-        f"vector.backend={vec.backend!r}: use vector=serial or vector=multiprocessing.",
-    )
     if env.name != "custom":  # a custom creator may return several rows per call: make() checks
         from puffer.vector import layout
 
@@ -425,16 +430,6 @@ def validate(cfg: DictConfig) -> None:
             vec.timeout > 0,
             f"vector.timeout={vec.timeout}: must be a positive number of seconds.",
         )
-    _require(
-        cfg.checkpoint.interval >= 1,
-        f"checkpoint.interval={cfg.checkpoint.interval}: must be at least 1 update.",
-    )
-    _require(cfg.checkpoint.keep >= 1, f"checkpoint.keep={cfg.checkpoint.keep}: must be >= 1.")
-    mode = cfg.logger.wandb.mode
-    _require(
-        mode in WANDB_MODES,
-        f"logger.wandb.mode={mode!r}: use one of {', '.join(WANDB_MODES)}.",
-    )
     _validate_dataclass(cfg.ppo, "ppo", num_envs=vec.num_envs)
     _validate_dataclass(cfg.policy, "policy")
     if cfg.resume is not None:
@@ -493,18 +488,3 @@ def _validate_dataclass(node: DictConfig, prefix: str, **kw: Any) -> None:
     except (ValueError, TypeError) as e:
         message = str(e)
         raise ConfigError(message if message.startswith(prefix) else f"{prefix}: {message}") from e
-
-
-def writable_dir_problem(directory: str | os.PathLike[str]) -> str | None:
-    """Why ``directory`` cannot be created or written, or None if it can."""
-    path = Path(directory).absolute()
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"{probe} is a file, not a directory"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable"
-    return None

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from puffer import build
 from puffer import checkpoint as ckpt
-from puffer.config import CONF_DIR, ConfigError, explain, validate
+from puffer.config import CONF_DIR, ConfigError, explain, positive_int, validate
 
 __all__ = ["EvalResult", "evaluate", "load", "main"]
 
@@ -80,8 +80,7 @@ def load(cfg: DictConfig) -> DictConfig:
     run_dir = Path(cfg.run)
     if not run_dir.is_dir():
         raise ConfigError(f"run={run_dir}: no such directory.")
-    if cfg.episodes < 1:
-        raise ConfigError(f"episodes={cfg.episodes}: expected a positive integer.")
+    positive_int("episodes", cfg.episodes)
     run = build.reload(run_dir, cfg, skip=EVAL_KEYS)
     validate(run)
     return run

@@ -34,7 +34,6 @@ from omegaconf import DictConfig, OmegaConf
 from puffer import build
 from puffer import checkpoint as ckpt
 from puffer.config import CONF_DIR, ConfigError, compose, env_label, explain, validate
-from puffer.config import writable_dir_problem as dir_problem
 from puffer.loggers import StopRun
 from puffer.runs import SUMMARY, SweepSummary, read_summary, write_json, write_sweep_summary
 
@@ -332,17 +331,14 @@ def _job(config: DictConfig) -> DictConfig:
 
 def _check_dir(out: str) -> None:
     """Create the run/sweep directory now, so that a bad one fails as a config error."""
-    problem = dir_problem(out)
     try:
-        if problem is None:
-            Path(out).mkdir(parents=True, exist_ok=True)
+        Path(out).mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        problem = str(e)
-    if problem:
+        problem = e.strerror or type(e).__name__
         raise ConfigError(
             f"cannot create the run directory {out}: {problem}. Run from a writable directory or "
             "choose another with hydra.run.dir=<dir> (hydra.sweep.dir=<dir> with -m)."
-        )
+        ) from None
 
 
 def _sweep_jobs(overrides: list[str]) -> list[list[str]]:

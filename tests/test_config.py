@@ -213,13 +213,6 @@ def test_cuda_request_without_cuda_is_refused():
     assert "CUDA is not available" in _error(["device=cuda"], validate_too=True)
 
 
-def test_writable_dir_problem(tmp_path):
-    assert config.writable_dir_problem(tmp_path / "a" / "b") is None
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    assert "not a directory" in config.writable_dir_problem(blocker / "run")
-
-
 def test_missing_sweep_plugin_points_at_the_extra():
     from hydra.errors import MissingConfigException
 
