@@ -394,7 +394,9 @@ def test_a_sink_raising_stoprun_ends_the_run_with_its_status(tmp_path, caplog):
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["status"] == "solved"
     latest = checkpoint.CheckpointDir(tmp_path / "run" / "checkpoints").latest()
-    assert checkpoint.load(latest)["meta"]["global_step"] == 3 * 256  # checkpointed where it stopped
+    assert (
+        checkpoint.load(latest)["meta"]["global_step"] == 3 * 256
+    )  # checkpointed where it stopped
     assert len(read_jsonl(tmp_path / "run" / "metrics.jsonl")) == 3
     assert "solved: stopped after 3 updates" in caplog.text
 
