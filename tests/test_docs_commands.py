@@ -363,7 +363,7 @@ def test_every_page_parses_and_every_skip_says_why():
             "python -m puffer.train env=cartpole",
             "python -m puffer.train env=cartpole ppo.total_timesteps=4096",
         ),
-                ("puffer train cartpole --timesteps 100000", "puffer train cartpole --timesteps 2048"),
+        ("puffer train cartpole --timesteps 100000", "puffer train cartpole --timesteps 2048"),
         (
             "python -m puffer.train ppo.total_timesteps=800000",
             "python -m puffer.train ppo.total_timesteps=8000",
@@ -397,3 +397,66 @@ def test_placeholders_name_the_newest_run_and_a_kept_checkpoint(tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="bandit"):
         resolve("ls outputs/bandit/<date>_<time>", tmp_path)
+
+
+# -- generated sample outputs (docs/generate.py) ------------------------------------------------
+
+
+def _generate():  # docs/ is not a package: load the script by path
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_generate", ROOT / "docs" / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("docs_generate", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _committed(generate, name: str) -> str:
+    page = ROOT / generate.SAMPLES[name].page
+    found = generate.regions(page.read_text(encoding="utf-8"))
+    assert name in found, f"{page.name} has no <!-- generated: {name} --> region"
+    return found[name]
+
+
+def test_every_region_has_a_sample_and_every_sample_a_region():
+    generate = _generate()
+    in_pages = {n for path in DOCS for n in generate.regions(path.read_text(encoding="utf-8"))}
+    assert in_pages == set(generate.SAMPLES)
+    for name in generate.SAMPLES:
+        assert _committed(generate, name).startswith("```text\n")
+
+
+def test_cheap_generated_samples_are_current():
+    generate = _generate()
+    names = [n for n, s in generate.SAMPLES.items() if s.cheap and s.deterministic]
+    assert names, "no cheap sample: the fast check checks nothing"
+    for name, body in generate.render(names).items():
+        assert body == _committed(generate, name), f"{name}: run python docs/generate.py {name}"
+
+
+@pytest.mark.slow
+def test_expensive_generated_samples_are_current():
+    generate = _generate()
+    names = [n for n, s in generate.SAMPLES.items() if not (s.cheap and s.deterministic)]
+    for name, body in generate.render(names).items():
+        committed = _committed(generate, name)
+        if not generate.SAMPLES[name].deterministic:
+            body, committed = generate.shape(body), generate.shape(committed)
+        assert body == committed, f"{name}: run python docs/generate.py {name}"
+
+
+def test_shape_masks_timings_and_collapses_progress_lines():
+    generate = _generate()
+    a = "step 2,048/400 (1%) | SPS 38.3k | up 0s | left 1m15s\nstep 4,096/400 (2%) | SPS 9k | up 1s | left 3s\ndone 1.2e-05"
+    b = "step 2,048/400 (1%) | SPS 51.0k | up 0s | left 4s\ndone 3.3e-16"
+    assert generate.shape(a) == generate.shape(b) == "step #/# (#) | SPS # | up # | left #\ndone #"
+    assert generate.shape("return 500") != generate.shape("length 500")
+
+
+def test_regions_are_rewritten_in_place():
+    generate = _generate()
+    page = "a\n<!-- generated: x -->\nold\n<!-- /generated -->\nb\n<!-- generated: y -->\nkeep\n<!-- /generated -->\n"
+    assert generate.regions(page) == {"x": "old\n", "y": "keep\n"}
+    assert generate.rewrite(page, {"x": "new\n"}) == page.replace("old", "new")
