@@ -460,3 +460,49 @@ def test_regions_are_rewritten_in_place():
     page = "a\n<!-- generated: x -->\nold\n<!-- /generated -->\nb\n<!-- generated: y -->\nkeep\n<!-- /generated -->\n"
     assert generate.regions(page) == {"x": "old\n", "y": "keep\n"}
     assert generate.rewrite(page, {"x": "new\n"}) == page.replace("old", "new")
+
+
+# -- what --help and metrics.jsonl show is documented -------------------------------------------
+
+
+@pytest.mark.parametrize("app", ["puffer.train", "puffer.eval"])
+def test_help_lists_only_groups_the_usage_guide_documents(app):
+    shown = subprocess.run(
+        [sys.executable, "-m", app, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=shell_env(),
+    ).stdout
+    listing = shown.split("Config groups", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    groups = {line.split(":", 1)[0].strip() for line in listing if ":" in line}
+    assert {"env", "ppo", "policy"} <= groups, shown[:500]
+    usage = (ROOT / "docs" / "usage.md").read_text(encoding="utf-8")
+    table = set(re.findall(r"^\| `([\w/]+)` \|", usage, re.MULTILINE))
+    assert groups <= table, (
+        f"--help lists groups docs/usage.md's group table lacks: {groups - table}"
+    )
+
+
+def test_every_metrics_jsonl_key_is_in_the_metrics_table(tmp_path):
+    from puffer import config, train
+
+    tiny = [
+        "ppo.total_timesteps=512",
+        "vector.num_envs=8",
+        "ppo.horizon=32",
+        "ppo.num_minibatches=2",
+    ]
+    cfg = config.compose(["env=bandit", *tiny, "logger=none", "dashboard=off"])
+    train.run(cfg, tmp_path / "run")
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    keys = {k for row in rows for k in row}
+    assert {"global_step", "time", "env/episode_return"} <= keys
+    section = (ROOT / "docs" / "training.md").read_text(encoding="utf-8").split("## Metrics", 1)[1]
+    documented = set(re.findall(r"`([\w/<>]+)`", section.split("\n## ", 1)[0]))
+    missing = {k for k in keys if k not in documented and not k.startswith("env/")}
+    assert not missing, (
+        f"metrics.jsonl keys missing from docs/training.md's Metrics table: {missing}"
+    )
