@@ -26,7 +26,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-import puffer
 from puffer import checkpoint as ckpt
 from puffer.config import (
     CONF_DIR,
@@ -166,29 +165,17 @@ def save_checkpoint(checkpoints: ckpt.CheckpointDir, trainer: Any, cfg: DictConf
     bad = [n for n, p in trainer.policy.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         raise FloatingPointError(
-            f"the policy's weights are not finite after update {trainer.epoch} ({', '.join(bad)}); "
+            f"the policy's weights are not finite after update {trainer.update_count} ({', '.join(bad)}); "
             "not checkpointed. Lower ppo.learning_rate or enable "
             "ppo.normalize_rewards/normalize_observations"
         )
-    state = {
-        "trainer": trainer.state_dict(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "global_step": int(trainer.global_step),
-        "epoch": int(trainer.epoch),
-        "puffer_version": puffer.__version__,
-    }
-    return checkpoints.save(state, trainer.global_step)
+    meta = {"config": OmegaConf.to_container(cfg, resolve=True)}
+    return checkpoints.commit(trainer.save(checkpoints.path(trainer.global_step), meta=meta))
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A checkpoint ``run`` wrote; ``CheckpointError`` naming the file if it is not one."""
-    state = ckpt.load(path)
-    trainer = state.get("trainer")
-    if not isinstance(trainer, dict) or "policy" not in trainer:
-        raise ckpt.CheckpointError(
-            f"checkpoint {path} is not a puffer training checkpoint (no trainer/policy entry)"
-        )
-    return state
+    return ckpt.load(path)
 
 
 def objective(trainer: Any) -> float | None:
@@ -316,12 +303,12 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike[str], console: Any = None) -
             summary["status"] = "running"
             write_json(run_dir / SUMMARY, summary)
             while not trainer.done and stop.signum is None:
-                trainer.evaluate()
-                metrics = trainer.train()
+                trainer.rollout()
+                metrics = trainer.update()
                 loggers.log(metrics, int(trainer.global_step))
                 if metrics.get("sps") is not None:
                     sps.append(float(metrics["sps"]))
-                if trainer.epoch % cfg.checkpoint.interval == 0 or trainer.done:
+                if trainer.update_count % cfg.checkpoint.interval == 0 or trainer.done:
                     save_checkpoint(checkpoints, trainer, cfg)
                     last_saved = trainer.global_step
             if trainer.global_step != last_saved:
@@ -345,7 +332,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike[str], console: Any = None) -
                 status=status,
                 objective=objective(trainer),
                 global_step=int(trainer.global_step) if trainer is not None else 0,
-                epoch=int(trainer.epoch) if trainer is not None else 0,
+                epoch=int(trainer.update_count) if trainer is not None else 0,
                 sps=round(sum(sps) / len(sps), 1) if sps else None,
                 wall_time=round(time.time() - started, 3),
                 latest_checkpoint=str(latest) if latest else None,

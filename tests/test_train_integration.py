@@ -18,7 +18,7 @@ from puffer.loggers import read_jsonl
 
 TRAINING_KEYS = {
     "global_step",
-    "epoch",
+    "update",
     "sps",
     "learning_rate",
     "losses/policy_loss",
@@ -94,8 +94,8 @@ def test_run_directory_holds_config_checkpoints_logs_and_summary(run, helpers, t
         f"model_{steps[7]:012d}.pt",
     ]
     latest = checkpoint.load(ckdir.latest())
-    assert latest["global_step"] == steps[-1]
-    assert latest["config"]["ppo"]["total_timesteps"] == 2048
+    assert latest["meta"]["global_step"] == steps[-1]
+    assert latest["meta"]["config"]["ppo"]["total_timesteps"] == 2048
     assert {"policy", "optimizers", "rng"} <= set(latest["trainer"])
 
     # TensorBoard: the same values on the same step axis.
@@ -167,7 +167,7 @@ def test_sigint_checkpoints_and_resume_matches_a_straight_run(helpers, tmp_path)
     stopped_at = summary["global_step"]
     assert 0 < stopped_at < 40960
     latest = checkpoint.CheckpointDir(run_dir / "checkpoints").latest()
-    assert checkpoint.load(latest)["global_step"] == stopped_at
+    assert checkpoint.load(latest)["meta"]["global_step"] == stopped_at
 
     resumed = helpers.run_module("puffer.train", f"resume={run_dir}", cwd=split_dir)
     assert resumed.returncode == 0, resumed.stderr
@@ -179,7 +179,7 @@ def test_sigint_checkpoints_and_resume_matches_a_straight_run(helpers, tmp_path)
 
     a = checkpoint.load(checkpoint.CheckpointDir(run_dir / "checkpoints").latest())
     b = checkpoint.load(checkpoint.CheckpointDir(other / "checkpoints").latest())
-    assert a["global_step"] == b["global_step"] >= 40960
+    assert a["meta"]["global_step"] == b["meta"]["global_step"] >= 40960
     for name, tensor in b["trainer"]["policy"].items():
         if isinstance(tensor, torch.Tensor):
             assert torch.equal(a["trainer"]["policy"][name], tensor), name
@@ -230,7 +230,7 @@ def test_nan_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint(run, he
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and "NonFinite" in summary["error"]
     state = checkpoint.load(checkpoint.CheckpointDir(run_dir / "checkpoints").latest())
-    assert 0 < state["global_step"] < 2048
+    assert 0 < state["meta"]["global_step"] < 2048
     weights = [t for t in state["trainer"]["policy"].values() if isinstance(t, torch.Tensor)]
     assert all(torch.isfinite(t).all() for t in weights if t.is_floating_point())
 
@@ -305,8 +305,9 @@ def test_resume_from_a_foreign_checkpoint_names_the_file(tmp_path):
     from puffer.config import compose
     from puffer.train import make_trainer
 
-    foreign = checkpoint.save({"weights": torch.zeros(3)}, tmp_path / "model_000000000001.pt")
-    with pytest.raises(checkpoint.CheckpointError, match="not a puffer training checkpoint") as e:
+    foreign = tmp_path / "model_000000000001.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(checkpoint.CheckpointError, match="not a puffer checkpoint") as e:
         make_trainer(compose(["vector.num_envs=8"]), resume=foreign)
     assert str(foreign) in str(e.value)
 

@@ -2,8 +2,8 @@
 
     trainer = Trainer(PPOConfig(total_timesteps=100_000), vecenv, policy)
     while not trainer.done:
-        trainer.evaluate()
-        metrics = trainer.train()
+        trainer.rollout()
+        metrics = trainer.update()
 
 ``train(config, vecenv, policy)`` runs that loop in one call.
 """
@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
+import warnings
 from collections import defaultdict, deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,11 +31,9 @@ from puffer.ppo.advantage import compute_puff_advantage
 from puffer.ppo.buffer import ExperienceBuffer
 from puffer.ppo.config import PPOConfig
 from puffer.ppo.normalize import RewardNorm
-from puffer.ppo.optim import Adam
 
 __all__ = ["NonFiniteLossError", "Trainer", "resolve_device", "train"]
 
-FORMAT = "puffer.ppo.Trainer/1"
 RECENT_EPISODES = 100
 
 
@@ -54,7 +55,7 @@ def _make_optimizers(config: PPOConfig, policy: Policy) -> list[Any]:
     )
     params = [p for p in policy.parameters() if p.requires_grad]
     if config.optimizer == "adam":
-        return [Adam(params, **adam)]
+        return [torch.optim.Adam(params, **adam, foreach=True)]
     if not hasattr(torch.optim, "Muon"):
         raise ValueError(
             f"ppo.optimizer='muon' needs torch.optim.Muon (torch >= 2.9); this is torch "
@@ -67,7 +68,7 @@ def _make_optimizers(config: PPOConfig, policy: Policy) -> list[Any]:
     muon = torch.optim.Muon(
         hidden, lr=config.learning_rate, weight_decay=0.0, adjust_lr_fn="match_rms_adamw"
     )
-    return [muon, Adam(rest, **adam)]
+    return [muon, torch.optim.Adam(rest, **adam, foreach=True)]
 
 
 def _numpy_rng_state() -> list[Any]:
@@ -137,7 +138,7 @@ class Trainer:
         self.generator = torch.Generator(self.device).manual_seed(self.seed)
         self.shuffle_generator = torch.Generator().manual_seed(self.seed + 1)
         self.global_step = 0
-        self.epoch = 0
+        self.update_count = 0
         # Rollout state carried across rollouts (and checkpoints).
         self._state: State = None
         self._pending: tuple[torch.Tensor, np.ndarray, torch.Tensor] | None = None
@@ -162,7 +163,7 @@ class Trainer:
     def learning_rate(self) -> float:
         """The scheduled learning rate for the next update."""
         c = self.config
-        progress = min(self.epoch / self.num_updates, 1.0)
+        progress = min(self.update_count / self.num_updates, 1.0)
         if c.lr_schedule == "linear":
             return c.learning_rate * (1.0 - progress)
         if c.lr_schedule == "cosine":
@@ -175,7 +176,7 @@ class Trainer:
 
     # -- rollout -----------------------------------------------------------------------------------
 
-    def evaluate(self) -> dict[str, float]:
+    def rollout(self) -> dict[str, float]:
         """Collect ``horizon`` steps from every env row into ``buffer``.
 
         Returns ``{"env/<key>": mean}`` over the episodes that ended during the rollout.
@@ -361,11 +362,11 @@ class Trainer:
 
     # -- update ------------------------------------------------------------------------------------
 
-    def train(self) -> dict[str, float]:
+    def update(self) -> dict[str, float]:
         """One PPO update on the collected rollout; returns the metrics dict."""
         if not self._collected:
             raise RuntimeError(
-                "Trainer.train() called without a new rollout: call evaluate() first"
+                "Trainer.update() called without a new rollout: call rollout() first"
             )
         self._collected = False
         c, buf, policy = self.config, self.buffer, self.policy
@@ -391,7 +392,7 @@ class Trainer:
 
         segments = buf.segments // c.num_minibatches
         prioritized = c.prio_alpha > 0
-        beta = c.prio_beta0 + (1 - c.prio_beta0) * min(self.epoch / self.num_updates, 1.0)
+        beta = c.prio_beta0 + (1 - c.prio_beta0) * min(self.update_count / self.num_updates, 1.0)
         totals: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         count = 0
         stop = False
@@ -421,12 +422,12 @@ class Trainer:
         explained = float("nan") if var_y == 0 else float(1 - (ret - values).var() / var_y)
         if policy.obs_norm.enabled:
             policy.obs_norm.update(buf.observations.reshape(buf.size, -1))
-        self.epoch += 1
+        self.update_count += 1
         learn = time.perf_counter() - t0
         elapsed = self._times["env"] + self._times["forward"] + learn
         metrics = {
             "global_step": float(self.global_step),
-            "epoch": float(self.epoch),
+            "update": float(self.update_count),
             "sps": buf.size / elapsed if elapsed > 0 else float("nan"),
             "learning_rate": lr,
             **{f"losses/{k}": float(v) / max(count, 1) for k, v in totals.items()},
@@ -511,7 +512,7 @@ class Trainer:
         loss = pg_loss - c.ent_coef * entropy_mean + c.vf_coef * v_loss
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"PPO loss is {loss.item()} at update {self.epoch + 1} (global_step "
+                f"PPO loss is {loss.item()} at update {self.update_count + 1} (global_step "
                 f"{self.global_step}): policy_loss={pg_loss.item()}, value_loss={v_loss.item()}, "
                 f"entropy={entropy_mean.item()}. The policy was not updated with it; lower "
                 "ppo.learning_rate, enable ppo.normalize_rewards/normalize_observations, or "
@@ -533,6 +534,17 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------------
 
+    def env_layout(self) -> dict[str, Any]:
+        """The VecEnv's layout as recorded in checkpoints: an env state only fits the same one."""
+        env = self.vecenv
+        return {
+            "backend": type(env).__name__,
+            "num_envs": self.num_envs,
+            "num_workers": getattr(env, "num_workers", None),
+            "batch_size": getattr(env, "batch_size", self.num_envs),
+            "cpu_count": os.cpu_count(),
+        }
+
     def state_dict(self) -> dict[str, Any]:
         """Everything for a bit-exact resume, as plain tensors, lists and numbers."""
         env_state = None
@@ -548,12 +560,12 @@ class Trainer:
                 "starts": starts.cpu().clone(),
             }
         return {
-            "format": FORMAT,
             "policy_class": type(self.policy).__name__,
             "policy": self.policy.state_dict(),
             "optimizers": [opt.state_dict() for opt in self.optimizers],
             "global_step": self.global_step,
-            "epoch": self.epoch,
+            "update_count": self.update_count,
+            "device": self.device.type,
             "reward_norm": None if self.reward_norm is None else self.reward_norm.state_dict(),
             "rng": {
                 "generator": self.generator.get_state(),
@@ -562,6 +574,7 @@ class Trainer:
                 "numpy": _numpy_rng_state(),
             },
             "env": env_state,
+            "env_layout": self.env_layout(),
             "rollout": {
                 "state": None if self._state is None else [s.cpu().clone() for s in self._state],
                 "pending": pending,
@@ -572,9 +585,34 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()``'s output; raises ``ValueError`` naming what does not fit."""
-        if state.get("format") != FORMAT:
-            raise ValueError(f"not a {FORMAT} state (format={state.get('format')!r})")
+        """Restore ``state_dict()``'s output; raises ``ValueError`` naming what does not fit.
+
+        From another device or env layout the learned state (weights, optimizer, counters) is
+        restored and what cannot move starts fresh (episodes; the sampling generator on another
+        device), with one warning saying what changed and that the run is not bit-exact.
+        """
+        self._load_learned(state)
+        changed = self._load_rng(state["rng"], state.get("device", "cpu"))
+        rollout = state["rollout"]
+        self._recent.clear()
+        for key, values in rollout["recent"].items():
+            self._recent[key].extend(values)
+        self._collected = False
+        env_change = self._load_env(state.get("env"), state.get("env_layout"))
+        if env_change is None:
+            self._load_rollout(rollout)
+        else:
+            changed.append(env_change)
+            self._start_episodes(self.seed + self.update_count)
+        if changed:
+            warnings.warn(
+                f"resumed at global_step={self.global_step} with {'; '.join(changed)}: the "
+                "continuation is not bit-exact",
+                stacklevel=2,
+            )
+
+    def _load_learned(self, state: dict[str, Any]) -> None:
+        """Weights, optimizer states, counters and reward-norm statistics."""
         if state["policy_class"] != type(self.policy).__name__:
             raise ValueError(
                 f"the checkpoint holds a {state['policy_class']} policy, this trainer has a "
@@ -596,56 +634,88 @@ class Trainer:
         for opt, opt_state in zip(self.optimizers, state["optimizers"]):
             opt.load_state_dict(opt_state)
         self.global_step = int(state["global_step"])
-        self.epoch = int(state["epoch"])
+        self.update_count = int(state["update_count"])
         if self.reward_norm is not None and state["reward_norm"] is not None:
             self.reward_norm.load_state_dict(state["reward_norm"])
-        rng = state["rng"]
-        self.generator.set_state(rng["generator"].cpu())  # generator states live on the CPU
+
+    def _load_rng(self, rng: dict[str, Any], device_type: str) -> list[str]:
+        """Restore the random streams; a generator saved on another device type is reseeded.
+        Returns what changed (for the warning)."""
+        changed = []
+        if device_type == self.device.type:
+            self.generator.set_state(rng["generator"].cpu())  # generator states live on the CPU
+        else:
+            self.generator.manual_seed(self.seed + self.update_count)
+            changed.append(f"device {device_type} -> {self.device.type} (sampling reseeded)")
         self.shuffle_generator.set_state(rng["shuffle_generator"].cpu())
         torch.set_rng_state(rng["torch"].cpu())
         _set_numpy_rng_state(rng["numpy"])
-        rollout = state["rollout"]
-        self._recent.clear()
-        for key, values in rollout["recent"].items():
-            self._recent[key].extend(values)
-        restored = False
-        if state["env"] is not None:
+        return changed
+
+    def _load_env(self, env_state: Any, layout: dict[str, Any] | None) -> str | None:
+        """Restore the VecEnv's state; None when it was, else what prevented it."""
+        if env_state is None:
+            return "fresh episodes (the env state was not saved)" if layout is None else None
+        here = self.env_layout()
+        keys = ("num_envs", "num_workers", "batch_size")
+        diff = [f"{k} {layout[k]} -> {here[k]}" for k in keys if layout and layout[k] != here[k]]
+        if not diff:
             try:
-                self.vecenv.load_state(state["env"])
-                restored = True
-            except NotImplementedError:
-                pass
-        self._collected = False
-        if restored:
-            saved = rollout["state"]
-            self._state = None if saved is None else tuple(s.to(self.device) for s in saved)
-            pending = rollout["pending"]
-            self._pending = None
-            if pending is not None:
-                self._pending = (
-                    pending["observations"].to(self.device),
-                    pending["env_ids"].cpu().numpy(),
-                    pending["starts"].to(self.device),
-                )
-            self._stored = rollout["stored"].cpu().numpy().copy()
-            self._fresh = rollout["fresh"].cpu().numpy().copy()
-        else:  # the env cannot be restored: start fresh episodes, keep the learned state
-            self._start_episodes(self.seed + self.epoch)
+                self.vecenv.load_state(env_state)
+                return None
+            except (NotImplementedError, ValueError) as e:
+                diff = [str(e).splitlines()[0]]
+        return f"fresh episodes (env layout changed: {', '.join(diff)})"
 
-    def save(self, path: str | Any) -> Any:
-        """Write ``state_dict()`` to ``path`` atomically; returns the path."""
-        return checkpoint.save(self.state_dict(), path)
+    def _load_rollout(self, rollout: dict[str, Any]) -> None:
+        """The in-flight rollout bookkeeping saved with an env state that was restored."""
+        saved = rollout["state"]
+        self._state = None if saved is None else tuple(s.to(self.device) for s in saved)
+        pending = rollout["pending"]
+        self._pending = None
+        if pending is not None:
+            self._pending = (
+                pending["observations"].to(self.device),
+                pending["env_ids"].cpu().numpy(),
+                pending["starts"].to(self.device),
+            )
+        self._stored = rollout["stored"].cpu().numpy().copy()
+        self._fresh = rollout["fresh"].cpu().numpy().copy()
 
-    def load(self, path: str | Any) -> None:
-        """Restore a checkpoint written by ``save``; raises ``CheckpointError`` naming the file."""
-        state = checkpoint.load(path)
+    def meta(self) -> dict[str, Any]:
+        """What a checkpoint says about the run besides the state: counters, device, env layout."""
+        import puffer
+
+        return {
+            "global_step": self.global_step,
+            "update_count": self.update_count,
+            "device": self.device.type,
+            "env": self.env_layout(),
+            "policy_class": type(self.policy).__name__,
+            "puffer_version": puffer.__version__,
+            "torch_version": str(torch.__version__),
+        }
+
+    def save(self, path: str | os.PathLike[str], *, meta: dict[str, Any] | None = None) -> Path:
+        """Write the checkpoint (``puffer.checkpoint`` format) atomically; ``meta`` entries (e.g.
+        ``{"config": ...}``) are added to ``meta()``. Returns the path."""
+        return checkpoint.save(
+            checkpoint.make(self.state_dict(), {**self.meta(), **(meta or {})}), path
+        )
+
+    def load(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Resume from any puffer checkpoint; returns it. Raises ``CheckpointError`` naming the
+        file when it cannot be read or does not fit this trainer (nothing is half-restored then
+        except what ``load_state_dict`` had already set)."""
+        ckpt = checkpoint.load(path)
         try:
-            self.load_state_dict(state)
-        except (KeyError, ValueError) as e:
-            detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
+            self.load_state_dict(ckpt["trainer"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            detail = f"missing key {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
             raise checkpoint.CheckpointError(
                 f"checkpoint {path} does not fit this trainer: {detail}"
             ) from None
+        return ckpt
 
     def close(self) -> None:
         """Close the VecEnv."""
@@ -666,8 +736,8 @@ def train(
     return stops early). Returns the trainer (its env still open)."""
     trainer = Trainer(config, vecenv, policy, device=device, seed=seed, torch_threads=torch_threads)
     while not trainer.done:
-        trainer.evaluate()
-        metrics = trainer.train()
+        trainer.rollout()
+        metrics = trainer.update()
         if callback is not None and callback(metrics):
             break
     return trainer
