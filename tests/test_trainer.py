@@ -16,6 +16,7 @@ from puffer import checkpoint
 from puffer.checkpoint import CheckpointError
 from puffer.envs.base import NativeVecEnv
 from puffer.ppo import PPOConfig, Trainer, compute_gae, train
+from puffer.ppo.loss import prioritized_segments
 from puffer.ppo.trainer import NonFiniteLossError
 from puffer.spaces import Box, Discrete
 
@@ -194,14 +195,13 @@ def test_options_train(options):
 
 
 def test_prioritized_sampling():
-    trainer = make_trainer(prio_alpha=1.0)
     advantages = torch.zeros(8, 8)
-    idx, weights = trainer._prioritized(advantages, 8, beta=0.5)  # all zero: still drawable
+    idx, weights = prioritized_segments(advantages, 8, alpha=1.0, beta=0.5)  # all zero: still drawable
     assert sorted(idx.tolist()) == list(range(8)) and torch.allclose(weights, torch.ones(8, 1))
     advantages[3] = 100.0  # one segment dominates: drawn first, weighted least
     counts = torch.zeros(8)
     for _ in range(50):
-        idx, weights = trainer._prioritized(advantages, 2, beta=1.0)
+        idx, weights = prioritized_segments(advantages, 2, alpha=1.0, beta=1.0)
         counts[idx] += 1
         assert weights[idx.tolist().index(3)].item() == pytest.approx(weights.min().item())
     assert counts[3] == 50
