@@ -196,7 +196,9 @@ def test_options_train(options):
 
 def test_prioritized_sampling():
     advantages = torch.zeros(8, 8)
-    idx, weights = prioritized_segments(advantages, 8, alpha=1.0, beta=0.5)  # all zero: still drawable
+    idx, weights = prioritized_segments(
+        advantages, 8, alpha=1.0, beta=0.5
+    )  # all zero: still drawable
     assert sorted(idx.tolist()) == list(range(8)) and torch.allclose(weights, torch.ones(8, 1))
     advantages[3] = 100.0  # one segment dominates: drawn first, weighted least
     counts = torch.zeros(8)
@@ -286,6 +288,7 @@ def test_same_seed_same_run():
     assert losses(run(c, 3)) != losses(run(a, 3))
 
 
+@pytest.mark.filterwarnings("error")  # same machine, same config: no "not bit-exact" warning
 @pytest.mark.parametrize("policy", ["mlp", "lstm"])
 def test_resume_is_bit_exact(policy, tmp_path):
     options = dict(normalize_observations=True, normalize_rewards=True, learning_rate=1e-2)
@@ -333,6 +336,66 @@ def test_resume_before_the_first_rollout(backend, tmp_path):
     assert losses(run(resumed, 2)) == losses(full)
     for trainer in (straight, resumed):
         trainer.close()
+
+
+def _serial_trainer(num_workers: int, seed: int = 1) -> Trainer:
+    vecenv = puffer.vector.make("cartpole", num_envs=8, num_workers=num_workers, seed=seed)
+    net = P.make(P.PolicyConfig(name="lstm", hidden_sizes=[16], lstm_hidden_size=8), vecenv, seed=1)
+    return Trainer(small_config(), vecenv, net, device="cpu", seed=seed)
+
+
+def test_resume_on_another_worker_layout_starts_fresh_episodes_with_one_warning(tmp_path):
+    """A run moved to a machine with another CPU count gets another num_workers: the env state
+    cannot be restored, so the learned state is and the episodes start afresh, with one warning."""
+    first = _serial_trainer(num_workers=2)
+    run(first, 2)
+    path = first.save(tmp_path / "two_workers.pt")
+    weights = [p.detach().clone() for p in first.policy.parameters()]
+    first.close()
+    moved = _serial_trainer(num_workers=1, seed=5)
+    with pytest.warns(UserWarning) as record:
+        moved.load(path)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "num_workers 2 -> 1" in message and "not bit-exact" in message
+    assert moved.global_step == 2 * 8 * 8 and moved.update_count == 2
+    assert all(torch.equal(a, b) for a, b in zip(weights, moved.policy.parameters()))
+    metrics = run(moved, 1)[0]
+    assert metrics["update"] == 3 and math.isfinite(metrics["losses/policy_loss"])
+    moved.close()
+
+
+def test_resume_from_a_cuda_checkpoint_on_the_cpu(tmp_path):
+    """As ../shared/cases/resume-cuda-checkpoint-on-cpu.py: a CUDA generator state (16 bytes: seed
+    and offset) cannot go into a CPU generator. The run resumes with the sampling stream reseeded
+    and one warning; weights, optimizer and counters are restored."""
+    first = make_trainer("lstm", seed=1)
+    run(first, 2)
+    path = first.save(tmp_path / "cuda.pt")
+    ckpt = checkpoint.load(path)
+    cuda_state = np.array([0, 16384], np.uint64).view(np.uint8).copy()
+    ckpt["trainer"]["rng"]["generator"] = torch.from_numpy(cuda_state)
+    ckpt["trainer"]["device"] = ckpt["meta"]["device"] = "cuda"
+    checkpoint.save(ckpt, path)
+    resumed = make_trainer("lstm", seed=1)
+    with pytest.warns(UserWarning) as record:
+        resumed.load(path)
+    assert len(record) == 1
+    assert "device cuda -> cpu" in str(record[0].message)
+    assert "not bit-exact" in str(record[0].message)
+    assert resumed.update_count == 2 and resumed.global_step == first.global_step
+    for a, b in zip(first.optimizers[0].state.values(), resumed.optimizers[0].state.values()):
+        assert torch.equal(a["exp_avg"], b["exp_avg"])
+    assert math.isfinite(run(resumed, 1)[0]["losses/value_loss"])
+
+
+def test_a_checkpoint_that_does_not_fit_raises_checkpoint_error_naming_the_file(tmp_path):
+    path = make_trainer("mlp").save(tmp_path / "broken.pt")
+    ckpt = checkpoint.load(path)
+    del ckpt["trainer"]["rng"]
+    checkpoint.save(ckpt, path)
+    with pytest.raises(CheckpointError, match=r"broken\.pt does not fit.*'rng'"):
+        make_trainer("mlp").load(path)
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
@@ -501,6 +564,112 @@ def test_async_batches_carry_lstm_state_per_row(schedule):
                 _, value, _ = policy(final[None], tuple(x[s : s + 1] for x in after[t]))
                 torch.testing.assert_close(buf.next_values[s, t], value[0])
         trainer.update()
+
+
+# -- masks -----------------------------------------------------------------------------------------
+
+
+class HalfDead(NativeVecEnv):
+    """Rows ``0..n/2-1`` are live agents (``masks`` True); the other half are inactive rows whose
+    observations and rewards are garbage (``scale`` times random), as a multi-agent env's empty
+    slots may hold. Episodes of every row are truncated after 8 steps."""
+
+    def __init__(self, num_envs: int = 8, seed: int | None = None, scale: float = 0.0):
+        super().__init__(Box.uniform([3], -1e6, 1e6), Discrete(3), num_envs, seed=seed)
+        if getattr(self, "masks", None) is None:  # before the env side gains Buffers.masks
+            self.masks = np.ones(num_envs, bool)
+        self.masks[num_envs // 2 :] = False
+        self.scale, self.live = scale, self.masks.copy()
+        self.live_rng = np.random.default_rng(seed)  # the live rows' stream, same for any scale
+
+    def _reset_rows(self, rows):
+        self.observations[rows] = 0.0
+        self.t = getattr(self, "t", np.zeros(self.num_envs))
+        self.t[rows] = 0
+
+    def _simulate(self):
+        self.t += 1
+        live, dead = self.live, ~self.live
+        self.observations[live] = self.live_rng.normal(size=(live.sum(), 3))
+        self.rewards[live] = (self.actions[live] == 1) + self.observations[live, 0]
+        self.observations[dead] = self.scale * self.rng.normal(size=(dead.sum(), 3))
+        self.rewards[dead] = self.scale * self.rng.normal(size=dead.sum())
+        self.terminals[:] = False
+        np.greater_equal(self.t, 8, out=self.truncations)
+
+
+@pytest.mark.parametrize("policy", ["mlp", "lstm"])
+def test_masked_rows_count_in_no_loss_and_no_advantage_statistic(policy):
+    """Two runs whose inactive rows differ (zeros vs. values of 1e4) learn exactly alike: the
+    masked rows are excluded from the losses, the advantage normalization and the explained
+    variance (with masks ignored, the 1e4 rewards would swamp every loss)."""
+
+    def trained(scale: float) -> tuple[list[dict[str, float]], Trainer]:
+        env = HalfDead(num_envs=8, seed=3, scale=scale)
+        config = P.PolicyConfig(name=policy, hidden_sizes=[16], lstm_hidden_size=8)
+        net = P.make(config, env, seed=3)
+        trainer = Trainer(small_config(horizon=16), env, net, device="cpu", seed=3)
+        return run(trainer, 3), trainer
+
+    quiet, a = trained(0.0)
+    loud, b = trained(1e4)
+    assert torch.equal(
+        a.buffer.masks, torch.tensor([True] * 4 + [False] * 4)[:, None].expand(8, 16)
+    )
+    keys = [f"losses/{k}" for k in ("policy_loss", "value_loss", "entropy", "approx_kl")]
+    for m, n in zip(quiet, loud):
+        for key in [*keys, "losses/explained_variance"]:
+            assert m[key] == pytest.approx(n[key], rel=1e-5, abs=1e-7), key
+        assert abs(m["losses/value_loss"]) < 100  # the 1e4 rewards would give ~1e8
+    for x, y in zip(a.policy.parameters(), b.policy.parameters()):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_masked_mean_and_advantage_normalization_use_only_masked_entries():
+    from puffer.ppo.loss import masked_mean, normalize_advantages
+
+    x = torch.tensor([[1.0, 2.0, 100.0], [3.0, 4.0, -50.0]])
+    mask = torch.tensor([[True, True, False], [True, True, False]])
+    assert masked_mean(x, mask) == pytest.approx(2.5)
+    live = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    expected = (live - live.mean()) / (live.std() + 1e-8)
+    torch.testing.assert_close(normalize_advantages(x, mask)[mask], expected)
+
+
+# -- distributed ---------------------------------------------------------------------------------
+
+
+def _distributed_rank(rank: int, init_file: str, out_dir: str) -> None:
+    """One rank of a 2-process gloo group: its own env seed (different data), the same initial
+    weights; 3 updates; its parameters saved to ``out_dir/rank<rank>.pt``."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2
+    )
+    torch.set_num_threads(1)
+    try:
+        vecenv = puffer.envs.make("cartpole", num_envs=8, seed=100 + rank)
+        net = P.make(P.PolicyConfig(hidden_sizes=[16]), vecenv, seed=0)
+        trainer = Trainer(small_config(), vecenv, net, device="cpu", seed=100 + rank)
+        run(trainer, 3)
+        torch.save([p.detach() for p in net.parameters()], f"{out_dir}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_keep_bitwise_identical_parameters(tmp_path):
+    """With torch.distributed initialized the trainer averages gradients across ranks (one
+    all-reduce of one flat buffer per minibatch): ranks that see different data stay identical."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_distributed_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    rank0 = torch.load(tmp_path / "rank0.pt")
+    rank1 = torch.load(tmp_path / "rank1.pt")
+    assert all(torch.equal(a, b) for a, b in zip(rank0, rank1))
+    # Without the all-reduce, rank 1 alone would have moved elsewhere.
+    vecenv = puffer.envs.make("cartpole", num_envs=8, seed=101)
+    alone = P.make(P.PolicyConfig(hidden_sizes=[16]), vecenv, seed=0)
+    run(Trainer(small_config(), vecenv, alone, device="cpu", seed=101), 3)
+    assert any(not torch.equal(a, b) for a, b in zip(rank1, alone.parameters()))
 
 
 # -- one call --------------------------------------------------------------------------------------
