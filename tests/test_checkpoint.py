@@ -106,7 +106,7 @@ def test_unreadable_checkpoints_name_the_file(tmp_path, kind):
 
 
 def test_save_refuses_a_dict_that_is_not_a_checkpoint(tmp_path):
-    with pytest.raises(ValueError, match="puffer.checkpoint.make"):
+    with pytest.raises(ValueError, match=r"puffer\.checkpoint\.make"):
         checkpoint.save({"weights": torch.zeros(3)}, tmp_path / "c.pt")
     assert list(tmp_path.iterdir()) == []
 
