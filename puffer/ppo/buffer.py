@@ -92,6 +92,8 @@ class ExperienceBuffer:
             torch.zeros(segments, *s.shape[1:], dtype=s.dtype, device=device)
             for s in (state_template or ())
         )
+        self._obs_steps = list(self.observations.unbind(1))  # views, one per step
+        self._steps: list[tuple[torch.Tensor, ...]] = []
         pin = self.device.type == "cuda"
         self._host = {
             name: torch.zeros(
@@ -115,11 +117,10 @@ class ExperienceBuffer:
         log_prob: torch.Tensor,
         value: torch.Tensor,
     ) -> None:
-        """Write step ``t`` of every segment: the observation and the policy's outputs."""
-        self.observations[:, t] = obs
-        self.actions[:, t] = action
-        self.log_probs[:, t] = log_prob
-        self.values[:, t] = value
+        """Step ``t`` of every segment: the observation is copied (the env reuses its memory);
+        the policy's outputs, fresh tensors, are kept and stacked into place by ``finish``."""
+        self._obs_steps[t].copy_(obs)
+        self._steps.append((action, log_prob, value))
 
     def store_rows(
         self,
@@ -151,6 +152,10 @@ class ExperienceBuffer:
         kept.
         """
         self.upload()
+        if self._steps:  # stored by store_step: one stack per tensor
+            for dst, parts in zip((self.actions, self.log_probs, self.values), zip(*self._steps)):
+                torch.stack(parts, 1, out=dst)
+            self._steps.clear()
         following = torch.cat([self.values[:, 1:], bootstrap.unsqueeze(1)], 1)
         self.next_values.copy_(torch.where(self.truncations, self.next_values, following))
 
