@@ -141,7 +141,7 @@ class ExperienceBuffer:
     def upload(self) -> None:
         """Copy the host rows of this rollout into the ``(segments, horizon)`` device tensors."""
         for name, host in self._host.items():
-            getattr(self, name).copy_(host.T, non_blocking=True)
+            getattr(self, name).copy_(host.T)  # blocking: the host rows are rewritten next rollout
 
     def finish(self, bootstrap: torch.Tensor) -> None:
         """End the rollout: ``upload`` the host rows and fill ``next_values``.
