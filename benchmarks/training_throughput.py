@@ -229,7 +229,9 @@ def main(argv: list[str] | None = None) -> None:
         runs = [run_one(args, lib, policy, rows, threads) for _ in range(args.repeats)]
         sps = statistics.median(runs)
         results.append(dict(lib=lib, policy=policy, rows=rows, threads=threads, sps=sps, runs=runs))
-        print(f"{lib:7s} {policy:5s} rows={rows:5d} threads={threads}: {sps:10,.0f} SPS", flush=True)
+        print(
+            f"{lib:7s} {policy:5s} rows={rows:5d} threads={threads}: {sps:10,.0f} SPS", flush=True
+        )
     print()
     print(table(results))
     settings = dict(horizon=HORIZON, minibatches=MINIBATCHES, epochs=EPOCHS, hidden=HIDDEN)
