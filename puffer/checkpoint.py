@@ -208,7 +208,7 @@ def _upgrade_adam(state: dict[str, Any]) -> dict[str, Any]:
         foreach=None,
         capturable=False,
         differentiable=False,
-        fused=None,
+        fused=True,  # as puffer.ppo.optimizers builds it
         decoupled_weight_decay=False,
         params=list(range(len(state["exp_avgs"]))),
     )
