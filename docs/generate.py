@@ -22,7 +22,9 @@ compared by ``shape``: every number masked, repeated lines collapsed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -137,12 +139,64 @@ def sweep_table(workdir: Path) -> str:
     return "\n".join(lines[start : end + 1])
 
 
+# The documented training commands whose time README.md's "How fast" states (full budgets).
+TIMED = [
+    "python -m puffer.train env=cartpole",
+    "python -m puffer.train env=bandit",
+    "python -m puffer.train env=squared",
+    "python -m puffer.train env=memory",
+    "python -m puffer.train env=gymnasium env.id=Acrobot-v1",
+    "python -m puffer.train env=custom env.creator=corridor:Corridor +env.kwargs.length=6",
+    "python -m puffer.train env=cartpole policy=lstm ppo.learning_rate=1e-3 vector=multiprocessing",
+]
+CORRIDOR = re.compile(r"<!-- docs-test: file corridor.py -->\n```python\n(.*?)^```", re.S | re.M)
+
+
+def _machine() -> str:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo") if "model name" in line),
+        platform.processor() or platform.machine(),
+    )
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.1f} at the start"
+    )
+
+
+def _read(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
+
+
+def command_times(workdir: Path) -> str:
+    """A markdown table: each TIMED command run once with its full budget, as summary.json
+    records it (steps, seconds from the start of the run to its end, steps/s, mean return)."""
+    corridor = CORRIDOR.search((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert corridor is not None, "README.md lost its corridor.py block"
+    (workdir / "corridor.py").write_text(corridor.group(1), encoding="utf-8")
+    rows = [f"Measured by `python docs/generate.py command-times` on {_machine()}:", ""]
+    rows += ["| command | steps | seconds | steps/s | mean return |", "|---|---:|---:|---:|---:|"]
+    for command in TIMED:
+        done = shell(f"{command} logger=none dashboard=off", workdir)
+        _expect(done, 0, command)
+        run = max((workdir / "outputs").glob("*/*/summary.json"), key=lambda p: p.stat().st_mtime)
+        s = json.loads(run.read_text())
+        rows.append(
+            f"| `{command}` | {s['global_step']:,} | {s['wall_time']:.1f} | "
+            f"{s['sps'] or 0:,.0f} | {s['objective']:.4g} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 @dataclass(frozen=True)
 class Sample:
     page: str
     make: Callable[[Path], str]
     cheap: bool
     deterministic: bool
+    fenced: bool = True  # a ```text block; else markdown as it is
 
 
 SAMPLES: dict[str, Sample] = {
@@ -151,6 +205,7 @@ SAMPLES: dict[str, Sample] = {
     "eval-output": Sample("docs/usage.md", eval_output, False, True),
     "sweep-table": Sample("docs/usage.md", sweep_table, False, True),
     "puffer-list": Sample("docs/usage.md", _command_output("puffer list"), True, True),
+    "command-times": Sample("README.md", command_times, False, False, fenced=False),
 }  # fmt: skip
 
 
@@ -159,11 +214,10 @@ def render(names: list[str], workdir: Path | None = None) -> dict[str, str]:
     one's region body: a fenced ```text block."""
     with tempfile.TemporaryDirectory(prefix="puffer-docs-") as tmp:
         work = Path(workdir or tmp)
-        return {
-            name: "```text\n" + normalize(sample.make(work), work) + "```\n"
-            for name, sample in SAMPLES.items()
-            if name in names
+        bodies = {
+            name: normalize(s.make(work), work) for name, s in SAMPLES.items() if name in names
         }
+        return {n: "```text\n" + b + "```\n" if SAMPLES[n].fenced else b for n, b in bodies.items()}
 
 
 def regions(text: str) -> dict[str, str]:
