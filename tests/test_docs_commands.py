@@ -510,3 +510,14 @@ def test_every_metrics_jsonl_key_is_in_the_metrics_table(tmp_path):
     assert not missing, (
         f"metrics.jsonl keys missing from docs/training.md's Metrics table: {missing}"
     )
+
+
+def test_the_workspace_is_a_fresh_copy_that_never_reinstalls(tmp_path):
+    work = workspace(tmp_path / "repo")
+    assert (work / "README.md").read_text() == (ROOT / "README.md").read_text()
+    assert (work / "docs" / "generate.py").is_file() and (work / "Makefile").is_file()
+    for empty in ("outputs", "multirun_sweeps"):  # as in a fresh clone: only .gitkeep
+        assert [p.name for p in (work / empty).iterdir()] == [".gitkeep"]
+    stamp = work / ".venv" / ".installed"
+    if stamp.is_file():  # make's rule: reinstall when pyproject.toml is newer than the stamp
+        assert (work / "pyproject.toml").stat().st_mtime <= stamp.stat().st_mtime
