@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -69,7 +70,7 @@ def normalize(text: str, workdir: Path) -> str:
 def shape(text: str) -> str:
     """``text`` with every number (and the unit letters glued to it) masked and repeated lines
     collapsed: what stays the same between two runs of a sample that prints timings."""
-    masked = [re.sub(r"\d[\w,.%+-]*", "#", line) for line in text.splitlines()]
+    masked = [re.sub(r"-?\d[\w,.%+-]*", "#", line) for line in text.splitlines()]
     return "\n".join(line for i, line in enumerate(masked) if i == 0 or line != masked[i - 1])
 
 
@@ -170,21 +171,32 @@ def _read(path: str) -> list[str]:
         return []
 
 
+def _cpu_seconds_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def command_times(workdir: Path) -> str:
-    """A markdown table: each TIMED command run once with its full budget, as summary.json
-    records it (steps, seconds from the start of the run to its end, steps/s, mean return)."""
+    """A markdown table: each TIMED command run once with its full budget. From its summary.json:
+    steps, seconds from the start of the run to its end, steps/s, mean return; and the CPU seconds
+    of the whole command (imports included), which other jobs on the machine hardly change."""
     corridor = CORRIDOR.search((ROOT / "README.md").read_text(encoding="utf-8"))
     assert corridor is not None, "README.md lost its corridor.py block"
     (workdir / "corridor.py").write_text(corridor.group(1), encoding="utf-8")
     rows = [f"Measured by `python docs/generate.py command-times` on {_machine()}:", ""]
-    rows += ["| command | steps | seconds | steps/s | mean return |", "|---|---:|---:|---:|---:|"]
+    rows += [
+        "| command | steps | run seconds | CPU seconds | steps/s | mean return |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for command in TIMED:
+        cpu = _cpu_seconds_of_children()
         done = shell(f"{command} logger=none dashboard=off", workdir)
+        cpu = _cpu_seconds_of_children() - cpu
         _expect(done, 0, command)
         run = max((workdir / "outputs").glob("*/*/summary.json"), key=lambda p: p.stat().st_mtime)
         s = json.loads(run.read_text())
         rows.append(
-            f"| `{command}` | {s['global_step']:,} | {s['wall_time']:.1f} | "
+            f"| `{command}` | {s['global_step']:,} | {s['wall_time']:.1f} | {cpu:.1f} | "
             f"{s['sps'] or 0:,.0f} | {s['objective']:.4g} |"
         )
     return "\n".join(rows) + "\n"

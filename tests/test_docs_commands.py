@@ -453,7 +453,7 @@ def test_expensive_generated_samples_are_current():
 
 def test_shape_masks_timings_and_collapses_progress_lines():
     generate = _generate()
-    a = "step 2,048/400 (1%) | SPS 38.3k | up 0s | left 1m15s\nstep 4,096/400 (2%) | SPS 9k | up 1s | left 3s\ndone 1.2e-05"
+    a = "step 2,048/400 (1%) | SPS 38.3k | up 0s | left 1m15s\nstep 4,096/400 (2%) | SPS 9k | up 1s | left 3s\ndone -1.2e-05"
     b = "step 2,048/400 (1%) | SPS 51.0k | up 0s | left 4s\ndone 3.3e-16"
     assert generate.shape(a) == generate.shape(b) == "step #/# (#) | SPS # | up # | left #\ndone #"
     assert generate.shape("return 500") != generate.shape("length 500")
