@@ -17,11 +17,12 @@ the pages:
 
 - Budgets shrink without touching what the reader sees (``shrink``): each ``python -m
   puffer.train``, ``puffer train`` and ``make train`` command gets ``ppo.total_timesteps=4096``
-  appended, or has the budget it sets divided by 100 (at least 2048); ``hydra.sweeper.n_trials``
-  is capped at 2.
+  appended (also ``-m puffer.train`` under another launcher, e.g. torchrun), or has the budget it
+  sets divided by 100 (at least 2048); ``hydra.sweeper.n_trials`` is capped at 2.
 - Placeholders are filled in (``resolve``): ``outputs/<env>/<date>_<time>`` (with or without
-  ``_<us>``) becomes the run of ``<env>`` that started last, and ``model_<step>.pt`` the oldest
-  checkpoint kept in the run the same command names.
+  ``_<us>``) becomes the run of ``<env>`` that started last, ``<run dir>`` the run of any env that
+  started last, ``multirun_sweeps/<date>_<time>`` the newest sweep, and ``model_<step>.pt`` the
+  oldest checkpoint kept in the run the same command names.
 """
 
 from __future__ import annotations
@@ -45,10 +46,12 @@ MARKER = re.compile(
     r"\s*(?:`(?P<prefix>[^`]+)`)?\s*(?::\s*(?P<reason>.*?))?\s*-->\s*$"
 )
 FENCE = re.compile(r"^```(\w*)\s*$")
-TRAIN = re.compile(r"^(python -m puffer\.train|puffer train|make train)\b")
+TRAIN = re.compile(r"(-m puffer\.train\b|^puffer train\b|^make train\b)")
 BUDGET = re.compile(r"(ppo\.total_timesteps=|--timesteps[ =])(\d+)")
 TRIALS = re.compile(r"(hydra\.sweeper\.n_trials=)(\d+)")
 RUN_PLACEHOLDER = re.compile(r"outputs/([^/\s'\"]+)/<date>_<time>(?:_<us>)?")
+SWEEP_PLACEHOLDER = re.compile(r"multirun_sweeps/<date>_<time>(?:_<us>)?")
+ANY_RUN_PLACEHOLDER = "<run dir>"
 STEP_PLACEHOLDER = "model_<step>.pt"
 TEST_BUDGET, BUDGET_DIVISOR, MIN_BUDGET, MAX_TRIALS = 4096, 100, 2048, 2
 
@@ -176,7 +179,7 @@ def all_items(docs: list[Path] = DOCS) -> list[Command | File]:
 
 def shrink(command: str) -> str:
     """``command`` with a test-sized budget (see the module docstring); others unchanged."""
-    if not TRAIN.match(command):
+    if not TRAIN.search(command):
         return command
     command = TRIALS.sub(lambda m: f"{m[1]}{min(int(m[2]), MAX_TRIALS)}", command)
     if BUDGET.search(command):
@@ -199,14 +202,15 @@ def newest_run(outputs: Path, env: str) -> Path:
     runs = [d for d in (outputs / env).glob("*") if (d / ".hydra").is_dir()]
     if not runs:
         raise FileNotFoundError(f"no run of {env!r} under {outputs}/ for the placeholder")
+    return max(runs, key=_started)
 
-    def started(d: Path) -> str:
-        try:
-            return str(json.loads((d / "summary.json").read_text()).get("started") or "")
-        except (OSError, json.JSONDecodeError):
-            return ""
 
-    return max(runs, key=lambda d: (started(d), d.name))
+def _started(run_dir: Path) -> tuple[str, str]:
+    try:
+        started = json.loads((run_dir / "summary.json").read_text()).get("started") or ""
+    except (OSError, json.JSONDecodeError):
+        started = ""
+    return str(started), run_dir.name
 
 
 def resolve(command: str, workdir: Path) -> str:
@@ -218,6 +222,18 @@ def resolve(command: str, workdir: Path) -> str:
         return str(runs[-1].relative_to(workdir))
 
     command = RUN_PLACEHOLDER.sub(run, command)
+    if SWEEP_PLACEHOLDER.search(command):
+        sweeps = sorted(d for d in (workdir / "multirun_sweeps").glob("*") if d.is_dir())
+        if not sweeps:
+            raise FileNotFoundError(f"no sweep under {workdir}/multirun_sweeps for the placeholder")
+        command = SWEEP_PLACEHOLDER.sub(str(sweeps[-1].relative_to(workdir)), command)
+    if ANY_RUN_PLACEHOLDER in command:
+        envs = [d.name for d in (workdir / "outputs").glob("*") if d.is_dir()]
+        newest = max((newest_run(workdir / "outputs", e) for e in envs), key=_started, default=None)
+        if newest is None:
+            raise FileNotFoundError(f"no run under {workdir}/outputs for {ANY_RUN_PLACEHOLDER}")
+        runs.append(newest)
+        command = command.replace(ANY_RUN_PLACEHOLDER, str(newest.relative_to(workdir)))
     if STEP_PLACEHOLDER in command:
         if not runs:
             raise ValueError(f"{STEP_PLACEHOLDER} needs a run directory in the same command")
@@ -379,6 +395,10 @@ def test_every_page_parses_and_every_skip_says_why():
         ),
         ("python -m puffer.eval run=x episodes=10", "python -m puffer.eval run=x episodes=10"),
         ("make test", "make test"),
+        (
+            "torchrun --standalone -m puffer.train env=x",
+            "torchrun --standalone -m puffer.train env=x ppo.total_timesteps=4096",
+        ),
     ],
 )
 def test_shrink(command, shrunk):
@@ -399,8 +419,14 @@ def test_placeholders_name_the_newest_run_and_a_kept_checkpoint(tmp_path):
     assert resolve(command, tmp_path) == (
         "python -m puffer.eval run=outputs/cartpole/a checkpoint=model_000000001024.pt"
     )
+    assert resolve("puffer eval <run dir>", tmp_path) == "puffer eval outputs/cartpole/a"
     with pytest.raises(FileNotFoundError, match="bandit"):
         resolve("ls outputs/bandit/<date>_<time>", tmp_path)
+    (tmp_path / "multirun_sweeps" / "2026-01-01_00-00-00_000001").mkdir(parents=True)
+    (tmp_path / "multirun_sweeps" / "2026-01-02_00-00-00_000001").mkdir()
+    assert resolve("puffer report multirun_sweeps/<date>_<time>", tmp_path) == (
+        "puffer report multirun_sweeps/2026-01-02_00-00-00_000001"
+    )
 
 
 # -- generated sample outputs (docs/generate.py) ------------------------------------------------
