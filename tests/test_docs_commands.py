@@ -286,7 +286,10 @@ def run(item: Command | File, workdir: Path) -> str | None:
     if isinstance(item, File):
         (workdir / item.name).write_text(item.text, encoding="utf-8")
         return None
-    command = shrink(resolve(code(item.text), workdir))
+    try:
+        command = shrink(resolve(code(item.text), workdir))
+    except (OSError, ValueError) as e:  # a placeholder nothing earlier on the pages made
+        return f"{item.page}:{item.line}: `{item.text}`: {e}"
     try:
         done = subprocess.run(
             ["bash", "-c", command],
