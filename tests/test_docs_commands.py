@@ -312,6 +312,7 @@ def run(item: Command | File, workdir: Path) -> str | None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~50 commands of seconds each; each also has its own TIMEOUT
 def test_every_documented_command_runs_as_the_page_says(tmp_path):
     items = all_items()
     assert sum(isinstance(i, Command) and i.skip is None for i in items) >= 30
@@ -470,6 +471,7 @@ def test_cheap_generated_samples_are_current():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # full budgets: a sweep and every timed command
 def test_expensive_generated_samples_are_current():
     generate = _generate()
     names = [n for n, s in generate.SAMPLES.items() if not (s.cheap and s.deterministic)]
