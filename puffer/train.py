@@ -11,7 +11,6 @@ The task function returns the objective (the final mean episode return) for swee
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import signal
@@ -61,10 +60,10 @@ def env_creator(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
     """``(creator, env_kwargs)`` for ``puffer.vector.make``: a built-in name, gymnasium or custom."""
     kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True)
     assert isinstance(kwargs, dict)
-    if cfg.env.name == "gymnasium":
-        from puffer.emulation import GymnasiumEnv
+    from puffer import emulation
 
-        return functools.partial(GymnasiumEnv, cfg.env.id), kwargs
+    if cfg.env.name in emulation.FAMILIES:  # gymnasium, atari, mujoco, pettingzoo
+        return emulation.creator(cfg.env)
     if cfg.env.name == "custom":
         return import_creator(cfg.env.creator), kwargs
     return cfg.env.name, kwargs
