@@ -138,9 +138,10 @@ CONF_DIR = _conf_dir()
 
 
 def env_label(name: str, env_id: str | None = None, creator: str | None = None) -> str:
-    """The run directory's env part: the gymnasium id, the custom creator's name, or the name."""
+    """The run directory's env part: the gymnasium id (without a ``module:`` prefix, ``/`` as
+    ``-``: ``ale_py:ALE/Pong-v5`` -> ``ALE-Pong-v5``), the custom creator's name, or the name."""
     if env_id:
-        return str(env_id)
+        return str(env_id).rpartition(":")[2].replace("/", "-")
     if creator:
         return str(creator).replace(":", ".").rsplit(".", 1)[-1]
     return str(name)

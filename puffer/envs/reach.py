@@ -85,12 +85,11 @@ class ReachVec(NativeVecEnv):
         # Called with whole games only (rows of games where every agent is done).
         games = np.unique(rows // self.num_agents)
         n, a = self.size, self.num_agents
-        for g in games:  # distinct start cells per game: a permutation prefix
-            cells = self.rng.permutation(n * n)[:a]
-            r = slice(g * a, (g + 1) * a)
-            self.pos[0, r], self.pos[1, r] = cells % n, cells // n
-        goal = self.rng.integers(n * n - 1, size=len(games) * a)
+        # Distinct start cells per game: the first a of a random permutation of the cells.
+        cells = self.rng.random((len(games), n * n)).argsort(axis=1)[:, :a].ravel()
         lo = (games[:, None] * a + np.arange(a)).ravel()
+        self.pos[0, lo], self.pos[1, lo] = cells % n, cells // n
+        goal = self.rng.integers(n * n - 1, size=len(games) * a)
         start = self.pos[1, lo] * n + self.pos[0, lo]
         goal += goal >= start  # any cell but the agent's own start
         self.target[0, lo], self.target[1, lo] = goal % n, goal // n
