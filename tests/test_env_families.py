@@ -149,7 +149,7 @@ def test_atari_observations_are_uint8_4x84x84_through_worker_processes():
 def test_atari_lives_end_training_episodes_and_whole_games_are_reported():
     env = make_atari("Breakout", training=True)
     assert isinstance(env, AtariEpisodes)
-    obs, info = env.reset(seed=3)
+    _obs, info = env.reset(seed=3)
     lives, rng = info["lives"], np.random.default_rng(0)
     life_ends, games = 0, []
     while not games:
@@ -233,7 +233,7 @@ class Relay:
 def test_pettingzoo_rows_masks_and_per_agent_statistics():
     env = PettingZooEnv(Relay())
     assert env.num_envs == 3 and env.single_action_space == MultiDiscrete([2, 2])
-    obs, _ = env.reset(seed=0)
+    _obs, _ = env.reset(seed=0)
     assert env.masks.tolist() == [True, True, False]  # late is not there yet
     acts = np.ones((3, 2), np.int64)
     _, rew, term, trunc, infos = env.step(acts)
@@ -261,5 +261,5 @@ def test_pettingzoo_envs_vectorize_one_row_per_agent(tmp_path):
         assert vec.single_observation_space == Box(0.0, 3.0, (1,), np.float32)  # Discrete(4)
         obs, *_ = steps(vec, 40)
         assert vec.masks.all() and obs.shape == (4, 1)
-    with pytest.raises(EnvSettingError, match="env=pettingzoo needs env.creator"):
+    with pytest.raises(EnvSettingError, match=r"env=pettingzoo needs env\.creator"):
         emulation.check({"name": "pettingzoo", "creator": None})

@@ -197,7 +197,7 @@ def test_row_and_rank_seeds_are_distinct_and_checked() -> None:
     assert rank_seed(5, 1) not in {row_seed(5, i) for i in range(64)}
     with pytest.raises(ValueError, match="seed=-1"):
         row_seed(-1, 0)
-    with pytest.raises(ValueError, match="rank=1.5"):
+    with pytest.raises(ValueError, match=r"rank=1\.5"):
         rank_seed(0, 1.5)  # type: ignore[arg-type]
 
 
