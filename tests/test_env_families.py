@@ -42,7 +42,8 @@ def steps(vec, n=20, seed=0):
 )
 def test_ids_gymnasium_accepts_are_accepted(env_id):
     check_id(env_id)
-    emulation.check({"name": "gymnasium", "id": env_id, "wrappers": []})
+    wrappers = IMG_ONLY if env_id.startswith("minigrid") else []
+    emulation.check({"name": "gymnasium", "id": env_id, "wrappers": wrappers})
 
 
 def test_a_missing_package_is_named_with_the_pip_command():
@@ -117,12 +118,19 @@ def test_minigrid_trains_through_wrappers_from_the_command_line(run, helpers, tm
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
 
 
-def test_a_missing_package_fails_before_any_run_dir(run, tmp_path):
-    proc = run("puffer.train", "env=gymnasium", "env.id=no_such_pkg:Thing-v0")
+@pytest.mark.parametrize(
+    ("env_id", "message"),
+    [
+        ("no_such_pkg:Thing-v0", "'no_such_pkg' is not installed"),
+        ("minigrid:MiniGrid-Empty-5x5-v0", "key 'mission' (a MissionSpace) cannot be stored"),
+    ],
+)
+def test_bad_envs_fail_before_any_run_dir(run, tmp_path, env_id, message):
+    proc = run("puffer.train", "env=gymnasium", f"env.id={env_id}")
     assert proc.returncode != 0
-    assert "'no_such_pkg' is not installed" in proc.stderr and "pip install" in proc.stderr
+    assert message in proc.stderr
     assert "Traceback (most recent" not in proc.stderr
-    assert not list(tmp_path.glob("outputs/*/*/.hydra"))
+    assert not list(tmp_path.glob("outputs/*"))
 
 
 def test_minigrid_image_observations_stay_uint8():

@@ -16,9 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def train(run, helpers, tmp_path, *args: str, timeout: float = 900) -> tuple[dict, list[dict]]:
-    proc = run(
-        "puffer.train", "dashboard=off", "logger=none", "seed=0", *args, timeout=timeout
-    )
+    proc = run("puffer.train", "dashboard=off", "logger=none", "seed=0", *args, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_dir = helpers.only_run(tmp_path)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -83,9 +83,10 @@ def check(env: Any) -> None:
 
     Raises ``EnvSettingError`` (a ``ValueError``) naming the key and the fix: a missing ``id`` or
     ``creator``, an id gymnasium does not know, a package that is not installed (with the pip
-    command), a wrapper that cannot be imported or takes other arguments.
+    command), a wrapper that cannot be imported or takes other arguments; for ``gymnasium`` it
+    also builds the env once to refuse observation spaces that cannot be arrays (text).
     """
-    name, env_id, env_creator, _, wrappers = _settings(env)
+    name, env_id, env_creator, kwargs, wrappers = _settings(env)
     if name not in FAMILIES:
         raise EnvSettingError(f"env.name={name!r} is not an env family: use one of {FAMILIES}")
     if name == "pettingzoo":
@@ -110,6 +111,25 @@ def check(env: Any) -> None:
             import_module("mujoco", "env=mujoco")
         check_id(env_id)
     check_wrappers(wrappers)
+    if name == "gymnasium":  # any space may come: build one env and look (fast for most envs)
+        _check_spaces(env_id, kwargs, wrappers)
+
+
+def _check_spaces(env_id: str, kwargs: dict[str, Any], wrappers: list[Any]) -> None:
+    """Build the env once and refuse observation spaces that cannot be arrays (text)."""
+    from puffer.emulation.gymnasium import refuse_unsupported
+
+    try:
+        env = make_env(env_id, kwargs, wrappers)
+    except Exception as e:
+        raise EnvSettingError(
+            f"env.id={env_id}: gymnasium.make with env.kwargs={kwargs} and env.wrappers failed: "
+            f"{type(e).__name__}: {e}"
+        ) from None
+    try:
+        refuse_unsupported(env)
+    finally:
+        env.close()
 
 
 def creator(env: Any, *, training: bool = True) -> tuple[Callable[..., Any], dict[str, Any]]:

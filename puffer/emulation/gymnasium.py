@@ -204,7 +204,7 @@ def _unsupported_keys(space: Any, prefix: str = "") -> list[tuple[str, str]]:
     ]
 
 
-def _refuse_unsupported(env: Any) -> None:
+def refuse_unsupported(env: Any) -> None:
     """Raise ``EnvSettingError`` naming observation keys that cannot be arrays and the wrapper
     that drops them."""
     bad = _unsupported_keys(env.observation_space)
@@ -247,7 +247,7 @@ class GymnasiumEnv(PufferEnv):
                 f"GymnasiumEnv needs a gymnasium.Env or a registered id, got {env_or_id!r}"
             )
         self.env = env
-        _refuse_unsupported(env)
+        refuse_unsupported(env)
         self.original_observation_space: Space = from_gymnasium(env.observation_space)
         self._flatten = not isinstance(self.original_observation_space, Box)
         self.observation_space = (
