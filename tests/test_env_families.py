@@ -271,3 +271,13 @@ def test_pettingzoo_envs_vectorize_one_row_per_agent(tmp_path):
         assert vec.masks.all() and obs.shape == (4, 1)
     with pytest.raises(EnvSettingError, match=r"env=pettingzoo needs env\.creator"):
         emulation.check({"name": "pettingzoo", "creator": None})
+
+
+def test_pettingzoo_aec_envs_are_converted_to_parallel():
+    from pettingzoo.classic import rps_v2
+
+    env = PettingZooEnv(rps_v2.env())  # the AEC form
+    assert env.agents == ["player_0", "player_1"]
+    env.reset(seed=1)
+    _, rewards, *_ = env.step(np.array([0, 1]))  # rock vs paper
+    assert rewards.tolist() == [-1.0, 1.0]

@@ -609,3 +609,36 @@ def test_the_throughput_benchmark_runs_and_reports_json() -> None:
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["benchmark"] == "vector_throughput" and len(report["sps"]) == 8
     assert all(v > 0 for v in report["sps"].values())
+
+
+# --- masks: multi-agent rows ------------------------------------------------------------------------
+
+
+def test_masks_are_all_true_for_one_agent_envs_on_both_backends() -> None:
+    for backend in ("serial", "multiprocessing"):
+        with V.make(CartPole, 4, backend, num_workers=2, seed=0) as env:
+            env.reset()
+            env.step(np.zeros(4, np.int64))
+            assert env.masks.dtype == np.bool_ and env.masks.all()
+            assert np.shares_memory(env.masks, env.buffers.masks)
+
+
+def test_multi_agent_masks_cross_shared_memory_and_blocks_keep_whole_games() -> None:
+    def trace(backend: str) -> list[np.ndarray]:
+        with V.make(
+            "reach", 12, backend, num_workers=2, seed=3, env_kwargs={"num_agents": 3}
+        ) as env:
+            env.reset()
+            rng = np.random.default_rng(0)
+            out = []
+            for _ in range(40):
+                env.step(env.single_action_space.sample_batch(12, rng))
+                out += [env.masks.copy(), env.observations.copy(), env.rewards.copy()]
+            return out
+
+    a, b = trace("serial"), trace("multiprocessing")
+    assert_same(a, b)
+    masks = np.stack(a[0::3])
+    assert not masks.all() and masks.any(), "some agents finished before their game ended"
+    with pytest.raises(ValueError, match=r"num_envs=8 \(2 envs of 3\)|multiple of the 3 rows"):
+        V.make("reach", 8, num_workers=2, env_kwargs={"num_agents": 3})
