@@ -61,14 +61,9 @@ def make_gymnasium(
 
 def _plain(value: Any) -> Any:
     """A config node as plain Python containers (picklable for worker processes)."""
-    try:
-        from omegaconf import OmegaConf
+    from omegaconf import OmegaConf
 
-        if OmegaConf.is_config(value):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    return value
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _settings(env: Any) -> tuple[str, str | None, str | None, dict[str, Any], list[Any]]:
@@ -79,7 +74,7 @@ def _settings(env: Any) -> tuple[str, str | None, str | None, dict[str, Any], li
 
 
 def check(env: Any) -> None:
-    """Validate the env config of a family (``env.name`` in ``FAMILIES``) without building the env.
+    """Validate the env config of a family (``env.name`` in ``FAMILIES``) before any run starts.
 
     Raises ``EnvSettingError`` (a ``ValueError``) naming the key and the fix: a missing ``id`` or
     ``creator``, an id gymnasium does not know, a package that is not installed (with the pip
