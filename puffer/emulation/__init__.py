@@ -100,6 +100,7 @@ def check(env: Any) -> None:
         from puffer.emulation.atari import ale_id
 
         import_module("ale_py", "env=atari")
+        import_module("cv2", "env=atari")
         check_id(ale_id(env_id))
     else:
         if name == "mujoco":

@@ -50,6 +50,7 @@ __all__ = [
 # Top-level modules of the optional env packages -> the puffer extra that installs them.
 EXTRAS = {
     "ale_py": "atari",
+    "cv2": "atari",  # gymnasium's AtariPreprocessing resizes with OpenCV
     "mujoco": "mujoco",
     "imageio": "mujoco",
     "minigrid": "minigrid",
