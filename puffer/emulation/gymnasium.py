@@ -139,7 +139,7 @@ def _id_hint(name: str) -> str:
     if name.startswith("MiniGrid"):
         return f". MiniGrid ids need minigrid: write minigrid:{name} ({pip_command('minigrid')})"
     close = difflib.get_close_matches(name, list(gymnasium.registry), n=1)
-    hint = f"; closest registered id: {close[0]!r}" if close else ""
+    hint = f". Did you mean {close[0]!r}?" if close else ""
     return hint + " (ids of other packages: module:Id, e.g. ale_py:ALE/Pong-v5)"
 
 
