@@ -135,10 +135,10 @@ class OneAgents(VecEnv):
     def state(self) -> dict[str, Any]:
         try:
             blob = pickle.dumps(self.envs, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as e:
-            raise TypeError(
+        except Exception as e:  # NotImplementedError: a checkpoint is still written, without envs
+            raise NotImplementedError(
                 f"state(): cannot pickle the one-agent env {type(self.envs[0]).__name__} "
-                f"({type(e).__name__}: {e}); make it picklable to checkpoint it"
+                f"({type(e).__name__}: {e}); make it picklable to checkpoint the env exactly"
             ) from e
         return {
             "envs": np.frombuffer(blob, np.uint8).copy(),

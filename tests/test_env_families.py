@@ -281,3 +281,21 @@ def test_pettingzoo_aec_envs_are_converted_to_parallel():
     env.reset(seed=1)
     _, rewards, *_ = env.step(np.array([0, 1]))  # rock vs paper
     assert rewards.tolist() == [-1.0, 1.0]
+
+
+def test_float64_observations_become_float32_and_envs_with_lambdas_still_checkpoint():
+    env = make_gymnasium(
+        "InvertedPendulum-v5", [{"_target_": "gymnasium.wrappers.TransformReward", "func": abs}]
+    )
+    assert env.env.observation_space.dtype == np.float64
+    assert env.observation_space.dtype == np.float32 and env.reset(seed=0)[0].dtype == np.float32
+    creator = functools.partial(
+        make_gymnasium,
+        "CartPole-v1",
+        [{"_target_": "gymnasium.wrappers.TransformObservation", "func": lambda o: o,
+          "observation_space": None}],
+    )  # fmt: skip
+    with V.make(creator, 2, seed=0) as vec:
+        vec.reset()
+        with pytest.raises(NotImplementedError, match="cannot pickle the one-agent env"):
+            vec.state()  # the trainer then checkpoints without the env state

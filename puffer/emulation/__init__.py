@@ -13,7 +13,7 @@ while validating (before any run directory exists) and ``creator(cfg.env)`` to b
 |---|---|---|
 | ``gymnasium`` | ``id`` (``Id`` or ``module:Id``), ``kwargs`` (to ``gymnasium.make``), ``wrappers`` | ``GymnasiumEnv`` |
 | ``atari`` | ``id`` (a game, ``Breakout``, or an ALE id), ``kwargs``, ``wrappers`` | ``make_atari`` |
-| ``mujoco`` | ``id`` (``HalfCheetah-v5``), ``kwargs``, ``wrappers`` | ``GymnasiumEnv``, float32 observations |
+| ``mujoco`` | ``id`` (``HalfCheetah-v5``), ``kwargs``, ``wrappers`` | ``GymnasiumEnv`` |
 | ``pettingzoo`` | ``creator`` (``module:function`` returning a Parallel or AEC env), ``kwargs`` | ``PettingZooEnv`` |
 
 ``wrappers`` is a list of gymnasium wrappers, each ``{_target_: package.module.Class, **kwargs}``,
@@ -140,9 +140,6 @@ def creator(env: Any, *, training: bool = True) -> tuple[Callable[..., Any], dic
         return functools.partial(make_atari, env_id, wrappers=wrappers, training=training), {
             "kwargs": kwargs
         }
-    if name == "mujoco":  # float64 observations as float32, the policy's dtype
-        cast = {"_target_": "gymnasium.wrappers.DtypeObservation", "dtype": "float32"}
-        return functools.partial(make_gymnasium, env_id, [cast, *wrappers]), kwargs
-    if name == "gymnasium":
+    if name in ("gymnasium", "mujoco"):
         return functools.partial(make_gymnasium, env_id, wrappers), kwargs
     raise EnvSettingError(f"env.name={name!r} is not an env family: use one of {FAMILIES}")

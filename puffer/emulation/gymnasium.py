@@ -1,7 +1,7 @@
 """Any gymnasium env as a ``PufferEnv``: ``GymnasiumEnv(env_or_id, **make_kwargs)``.
 
 Spaces are converted with ``puffer.spaces.from_gymnasium``. ``Box`` observations pass through (cast
-to the space's dtype, so uint8 images stay uint8); any other observation space (Dict, Tuple,
+to the space's dtype, so uint8 images stay uint8; float64 becomes float32); any other observation space (Dict, Tuple,
 Discrete, MultiDiscrete) is flattened to one float32 ``Box`` vector, with
 ``original_observation_space`` kept so a model can ``puffer.spaces.unflatten`` it. Text spaces
 (e.g. MiniGrid's ``mission``, a ``MissionSpace``) cannot become arrays: they are refused with a message naming the key
@@ -228,6 +228,13 @@ def refuse_unsupported(env: Any) -> None:
     )
 
 
+def _float32(space: Space) -> Space:
+    """A float64 ``Box`` as float32 (the policy's dtype, half the buffer memory); else ``space``."""
+    if isinstance(space, Box) and space.dtype == np.float64:
+        return Box(space.low, space.high, shape=space.shape, dtype=np.float32)
+    return space
+
+
 class GymnasiumEnv(PufferEnv):
     """A gymnasium env (an instance, or an id for ``gymnasium.make(id, **make_kwargs)``)."""
 
@@ -249,7 +256,7 @@ class GymnasiumEnv(PufferEnv):
             )
         self.env = env
         refuse_unsupported(env)
-        self.original_observation_space: Space = from_gymnasium(env.observation_space)
+        self.original_observation_space: Space = _float32(from_gymnasium(env.observation_space))
         self._flatten = not isinstance(self.original_observation_space, Box)
         self.observation_space = (
             flatten_space(self.original_observation_space)
