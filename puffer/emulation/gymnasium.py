@@ -6,8 +6,7 @@ Discrete, MultiDiscrete) is flattened to one float32 ``Box`` vector, with
 ``original_observation_space`` kept so a model can ``puffer.spaces.unflatten`` it. Text spaces
 (e.g. MiniGrid's ``mission``, a ``MissionSpace``) cannot become arrays: they are refused with a message naming the key
 and a wrapper that drops it. Actions may be ``Discrete``, ``MultiDiscrete``, ``Box`` or
-``MultiBinary`` (presented as ``MultiDiscrete([2] * n)``, so a categorical head per bit trains
-it). Gymnasium's ``terminated``/``truncated`` pass through unchanged, and ``reset(seed)`` calls
+``MultiBinary``. Gymnasium's ``terminated``/``truncated`` pass through unchanged, and ``reset(seed)`` calls
 ``env.reset(seed=seed)``.
 
 ``make_env(id, kwargs, wrappers)`` is what ``env=gymnasium`` runs: ``gymnasium.make`` (ids as
@@ -263,12 +262,7 @@ class GymnasiumEnv(PufferEnv):
             if self._flatten
             else self.original_observation_space
         )
-        self._multibinary_shape: tuple[int, ...] | None = None
-        if isinstance(env.action_space, gymnasium.spaces.MultiBinary):
-            self._multibinary_shape = tuple(env.action_space.shape)
-            self.action_space: Space = MultiDiscrete([2] * int(np.prod(env.action_space.shape)))
-        else:
-            self.action_space = from_gymnasium(env.action_space)
+        self.action_space: Space = from_gymnasium(env.action_space)
         if not isinstance(self.action_space, (Box, Discrete, MultiDiscrete)):
             raise ValueError(
                 f"GymnasiumEnv: action space {env.action_space} is not supported; use Discrete, "
@@ -284,8 +278,6 @@ class GymnasiumEnv(PufferEnv):
     def _action(self, action: Any) -> Any:
         if isinstance(self.action_space, Discrete):
             return int(action)
-        if self._multibinary_shape is not None:
-            return np.asarray(action, dtype=self._gym_action_dtype).reshape(self._multibinary_shape)
         return np.asarray(action, dtype=self._gym_action_dtype)
 
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:

@@ -23,14 +23,13 @@ import numpy as np
 
 from puffer.emulation.gymnasium import import_module, locate
 from puffer.env import Buffers, Infos, VecEnv
-from puffer.spaces import Box, MultiDiscrete, Space, flatten, flatten_space, from_gymnasium
+from puffer.spaces import Box, Space, flatten, flatten_space, from_gymnasium
 
 __all__ = ["PettingZooEnv", "make_pettingzoo"]
 
 
 def _spaces(env: Any) -> tuple[Space, Space, Space]:
     """``(original observation space, flat observation space, action space)`` shared by all."""
-    import gymnasium.spaces as gs
 
     agents = list(env.possible_agents)
     first = agents[0]
@@ -44,10 +43,7 @@ def _spaces(env: Any) -> tuple[Space, Space, Space]:
                 )
     original = from_gymnasium(env.observation_space(first))
     obs_space = original if isinstance(original, Box) else flatten_space(original)
-    act = env.action_space(first)
-    if isinstance(act, gs.MultiBinary):
-        return original, obs_space, MultiDiscrete([2] * int(np.prod(act.shape)))
-    return original, obs_space, from_gymnasium(act)
+    return original, obs_space, from_gymnasium(env.action_space(first))
 
 
 class PettingZooEnv(VecEnv):
