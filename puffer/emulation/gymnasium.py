@@ -1,13 +1,13 @@
 """Any gymnasium env as a ``PufferEnv``: ``GymnasiumEnv(env_or_id, **make_kwargs)``.
 
-Spaces are converted with ``puffer.spaces.from_gymnasium``. ``Box`` observations pass through (cast
-to the space's dtype, so uint8 images stay uint8; float64 becomes float32); any other observation space (Dict, Tuple,
-Discrete, MultiDiscrete) is flattened to one float32 ``Box`` vector, with
+Spaces are converted with ``puffer.spaces.from_gymnasium``. ``Box`` observations pass through
+(cast to the space's dtype: uint8 images stay uint8, float64 becomes float32); any other
+observation space (Dict, Tuple, Discrete, MultiDiscrete) is flattened to one ``Box`` vector, with
 ``original_observation_space`` kept so a model can ``puffer.spaces.unflatten`` it. Text spaces
-(e.g. MiniGrid's ``mission``, a ``MissionSpace``) cannot become arrays: they are refused with a message naming the key
-and a wrapper that drops it. Actions may be ``Discrete``, ``MultiDiscrete``, ``Box`` or
-``MultiBinary``. Gymnasium's ``terminated``/``truncated`` pass through unchanged, and ``reset(seed)`` calls
-``env.reset(seed=seed)``.
+(e.g. MiniGrid's ``mission``, a ``MissionSpace``) cannot become arrays: they are refused with a
+message naming the key and a wrapper that drops it. Actions may be ``Discrete``,
+``MultiDiscrete``, ``Box`` or ``MultiBinary``. Gymnasium's ``terminated``/``truncated`` pass
+through unchanged, and ``reset(seed)`` calls ``env.reset(seed=seed)``.
 
 ``make_env(id, kwargs, wrappers)`` is what ``env=gymnasium`` runs: ``gymnasium.make`` (ids as
 gymnasium accepts them, including ``"module:Id"``) then the configured gymnasium wrappers, in
