@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from puffer.checkpoint import CheckpointDir
 from puffer.policy import PolicyConfig
+from puffer.pruning import SweepConfig
 from puffer.ppo.config import PPOConfig
 
 __all__ = [
@@ -114,6 +115,7 @@ class TrainConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     torch_threads: int | None = None

@@ -20,7 +20,16 @@ from typing import Any, Protocol
 
 from puffer.checkpoint import atomic_write
 
-__all__ = ["Loggers", "MetricsJsonl", "Sink", "TensorBoard", "Wandb", "read_jsonl"]
+__all__ = ["Loggers", "MetricsJsonl", "Sink", "StopRun", "TensorBoard", "Wandb", "read_jsonl"]
+
+
+class StopRun(Exception):  # noqa: N818 - a request, not an error
+    """Raised by a sink to end the run after this update: the run loop writes a checkpoint, records
+    ``status`` (e.g. "pruned", "solved") in summary.json, logs ``message`` and exits normally."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 class Sink(Protocol):
@@ -177,8 +186,14 @@ class Loggers:
 
     def log(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         step = int(metrics["global_step"]) if step is None else int(step)
+        stop: StopRun | None = None
         for sink in self.sinks:
-            sink.log(metrics, step)
+            try:
+                sink.log(metrics, step)
+            except StopRun as e:
+                stop = stop or e
+        if stop is not None:
+            raise stop
 
     def close(self) -> None:
         """Close every sink (newest first); re-raise the first failure after trying them all."""

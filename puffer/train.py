@@ -37,6 +37,7 @@ from puffer.config import (
     validate,
     writable_dir_problem,
 )
+from puffer.loggers import StopRun
 from puffer.runs import METRICS, SUMMARY, SweepSummary, read_overrides, write_json
 
 log = logging.getLogger("puffer")
@@ -234,6 +235,7 @@ def make_loggers(
 ) -> Any:
     """metrics.jsonl, the sinks ``cfg.logger`` enables and the dashboard, as one ``Loggers``."""
     from puffer.dashboard import RunInfo, make_dashboard
+    from puffer import pruning
     from puffer.loggers import Loggers, MetricsJsonl, TensorBoard, Wandb
 
     loggers = Loggers()
@@ -268,6 +270,8 @@ def make_loggers(
             run_dir=str(run_dir),
             start_step=int(trainer.global_step),
         )
+        for sink in pruning.sinks(cfg):
+            loggers.add(sink)
         dashboard = make_dashboard(cfg.dashboard, info, console)
         if dashboard is not None:
             loggers.add(dashboard)
@@ -299,7 +303,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike[str], console: Any = None) -
 
     stop = StopFlag()
     loggers = trainer = None
-    status = "failed"
+    status, stopped = "failed", "completed"
     sps: deque[float] = deque(maxlen=10)  # the last updates' rates, for the summary
     with stop.installed():
         try:
@@ -318,7 +322,12 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike[str], console: Any = None) -
             while not trainer.done and stop.signum is None:
                 trainer.evaluate()
                 metrics = trainer.train()
-                loggers.log(metrics, int(trainer.global_step))
+                try:
+                    loggers.log(metrics, int(trainer.global_step))
+                except StopRun as e:
+                    log.info("%s", e.message)
+                    stopped = e.status
+                    break
                 if metrics.get("sps") is not None:
                     sps.append(float(metrics["sps"]))
                 if trainer.epoch % cfg.checkpoint.interval == 0 or trainer.done:
@@ -326,7 +335,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike[str], console: Any = None) -
                     last_saved = trainer.global_step
             if trainer.global_step != last_saved:
                 save_checkpoint(checkpoints, trainer, cfg)
-            status = "interrupted" if stop.signum is not None else "completed"
+            status = "interrupted" if stop.signum is not None else stopped
         except BaseException as e:
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
             summary["error"] = f"{type(e).__name__}: {e}"
