@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,17 +136,10 @@ class OptunaSweeper(Sweeper):
 
     def _study(self, sweep_dir: Path) -> tuple[Any, str]:
         """The study (created, or loaded if it exists) and its storage URL as jobs reach it."""
-        import optuna
 
         url = storage_url(self.storage, sweep_dir)
         directions = [self.direction] + (["minimize"] if self.minimize_wall_time else [])
-        study = optuna.create_study(
-            storage=url,
-            study_name=self.study_name,
-            directions=directions,
-            pruner=optuna.pruners.NopPruner(),  # the jobs prune themselves
-            load_if_exists=True,
-        )
+        study = _create_study(url, self.study_name, directions)
         if [d.name.lower() for d in study.directions] != directions:
             raise ValueError(
                 f"study {self.study_name!r} in {url} has directions "
@@ -185,6 +180,27 @@ def storage_url(storage: str | None, sweep_dir: Path) -> str:
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         return str(url.set(database=str(Path(url.database).resolve())))
     return storage
+
+
+def _create_study(url: str, name: str, directions: list[str], attempts: int = 5) -> Any:
+    """``optuna.create_study(..., load_if_exists=True)``, retried when sweep processes starting
+    at once race to create the database's tables (SQLAlchemy raises for the loser)."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(
+                storage=url,
+                study_name=name,
+                directions=directions,
+                pruner=optuna.pruners.NopPruner(),  # the jobs prune themselves
+                load_if_exists=True,
+            )
+        except SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random())
 
 
 def _sampler(name: str, seed: int | None, n_existing: int) -> Any:
