@@ -188,6 +188,7 @@ def _create_study(url: str, name: str, directions: list[str], attempts: int = 5)
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweeper logs what it does itself
     for attempt in range(attempts):
         try:
             return optuna.create_study(
