@@ -188,6 +188,36 @@ def test_submitit_local_runs_two_trials_with_worker_processes(run, tmp_path):
     assert "backend: multiprocessing" in config
 
 
+def test_slurm_preset_submits_one_job_array_per_batch(helpers, tmp_path):
+    # No cluster here: a stand-in sbatch keeps the job script submitit wrote and refuses it.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(
+        '#!/bin/sh\ncp "$1" "$SBATCH_RECORD"\necho "sbatch: error: no cluster" >&2\nexit 1\n'
+    )
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = helpers.clean_env()
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", SBATCH_RECORD=str(tmp_path / "job.sh"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "puffer.train",
+         *_optuna("hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"),
+         "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
+         "hydra.launcher.gpus_per_node=2", "hydra.launcher.cpus_per_task=3",
+         "hydra.launcher.timeout_min=7", *QUICK],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "no cluster" in proc.stderr
+    script = (tmp_path / "job.sh").read_text()
+    for line in ["--array=0-1%2", "--partition=debug", "--gpus-per-node=2", "--cpus-per-task=3",
+                 "--time=7", "--mem=16GB", "--ntasks-per-node=1"]:  # fmt: skip
+        assert f"#SBATCH {line}\n" in script
+    # The trials that could not start fail, and wait in the study for the next sweep.
+    states = [t.state for t in _study(tmp_path).trials]
+    assert states == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
+
+
 def test_wall_time_as_a_second_objective(run, tmp_path):
     proc = run(
         "puffer.train",
