@@ -21,6 +21,8 @@ from optuna.trial import TrialState
 
 from hydra_plugins.puffer_optuna import space as search_space
 from hydra_plugins.puffer_optuna.sweeper import OptunaSweeper
+from puffer.loggers import StopRun
+from puffer.pruning import OBJECTIVE, PRUNER_ATTR, REPORTS, TrialReporter, sinks
 
 ROOT = Path(__file__).resolve().parents[1]
 # Bandit runs of 2 updates: a trial takes about a second.
@@ -119,6 +121,63 @@ def test_bad_sweeper_settings_are_named(setting, message):
     )  # fmt: skip
     with pytest.raises(ValueError, match=message):
         OptunaSweeper(**{**settings, **setting})
+
+
+# -- the job's side: reports and pruning --------------------------------------------------------
+
+
+def _trial_to_judge(tmp_path: Path, pruner: dict) -> tuple[str, int]:
+    """A study with one completed trial (return 10, 20, ... 100 at steps 100, 200, ... 1000) and
+    one running trial judged by ``pruner``; returns the storage URL and the running trial's number."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=url, study_name="s", direction="maximize")
+    done = study.ask()
+    for step in range(100, 1100, 100):
+        done.report(step / 10, step)
+    study.tell(done, 100.0)
+    running = study.ask()
+    running.set_user_attr(PRUNER_ATTR, pruner)
+    return url, running.number
+
+
+def test_reporter_reports_means_at_fixed_steps_and_prunes(tmp_path):
+    url, number = _trial_to_judge(tmp_path, {"name": "median", "args": {"n_startup_trials": 1}})
+    reporter = TrialReporter(url, "s", number, interval=100)
+    reporter.log({OBJECTIVE: 30.0}, 50)
+    reporter.log({"losses/value_loss": 1.0}, 100)  # no episode ended: reports the earlier one
+    assert _study(tmp_path).trials[number].intermediate_values == {100: 30.0}
+    reporter.log({OBJECTIVE: 12.0}, 150)  # not yet at 200
+    reporter.log({OBJECTIVE: 4.0}, 200)  # the mean, 8; the best so far (30) beats 20: go on
+    # Optuna's median pruner judges a trial by its best report so far against the median.
+    with pytest.raises(StopRun, match=f"trial {number} pruned at step 400"):
+        reporter.log({OBJECTIVE: 1.0}, 400)  # 30 is below the completed trial's 40
+    values = _study(tmp_path).trials[number].intermediate_values
+    assert values == {100: 30.0, 200: 8.0, 400: 1.0}
+
+
+def test_reporter_without_a_pruner_never_stops(tmp_path):
+    url, number = _trial_to_judge(tmp_path, {"name": "none", "args": {}})
+    reporter = TrialReporter(url, "s", number, interval=100)
+    for step in range(100, 1100, 100):
+        reporter.log({OBJECTIVE: 0.0}, step)
+    assert len(_study(tmp_path).trials[number].intermediate_values) == 10
+
+
+def test_sweep_keys_are_checked(tmp_path):
+    from omegaconf import OmegaConf
+
+    def cfg(**sweep):
+        return OmegaConf.create({"sweep": {"trial": None, "storage": None, "study": None, **sweep},
+                                 "ppo": {"total_timesteps": 1000}})  # fmt: skip
+
+    assert sinks(cfg()) == () and sinks(cfg(trial=3)) == ()  # a trial number alone: a record
+    with pytest.raises(ValueError, match="only with all three"):
+        sinks(cfg(storage="sqlite:///x.db", trial=0))
+    url, number = _trial_to_judge(tmp_path, {"name": "median", "args": {}})
+    with pytest.raises(ValueError, match=f"has no trial {number + 5} in a study named 's'"):
+        sinks(cfg(storage=url, study="s", trial=number + 5))
+    (reporter,) = sinks(cfg(storage=url, study="s", trial=number))
+    assert reporter.interval == 1000 // REPORTS
 
 
 # -- sweeps -------------------------------------------------------------------------------------

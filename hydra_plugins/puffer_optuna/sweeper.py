@@ -1,10 +1,10 @@
 """``OptunaSweeper``: asks an Optuna study for trials, runs them as Hydra jobs, tells the results.
 
 Each batch of ``n_jobs`` trials goes to the configured launcher (in this process, joblib,
-submitit local or SLURM). Every job gets its trial's identity as overrides of the puffer-owned
-``sweep`` config (``sweep.storage``, ``sweep.study``, ``sweep.trial``), so that the job itself can
-report its objective to the study at every update and stop when the pruner says so
-(``puffer.pruning``). The job's result comes back from its return value (the objective) and its
+submitit local or SLURM). Every job gets its trial's number as an override of the puffer-owned
+``sweep`` config (``sweep.trial``) and, with a pruner, the study's address (``sweep.storage``,
+``sweep.study``), so that the job itself reports its objective to the trial as it trains and
+stops when the pruner says so (``puffer.pruning``). The job's result comes back from its return value (the objective) and its
 ``summary.json`` (status, wall time): a job that raised, or has no finite objective, is a FAIL; a
 job whose summary says ``pruned`` is PRUNED; the rest are COMPLETE.
 """
@@ -96,12 +96,13 @@ class OptunaSweeper(Sweeper):
         try:
             overrides = []
             for trial in trials:
-                trial.set_user_attr(PRUNER_ATTR, self.pruner)
-                identity = [
-                    f"sweep.storage={_quote(url)}",
-                    f"sweep.study={_quote(study.study_name)}",
-                    f"sweep.trial={trial.number}",
-                ]
+                identity = [f"sweep.trial={trial.number}"]
+                if self.pruner["name"] != "none":  # the job reports to its trial
+                    trial.set_user_attr(PRUNER_ATTR, self.pruner)
+                    identity += [
+                        f"sweep.storage={_quote(url)}",
+                        f"sweep.study={_quote(study.study_name)}",
+                    ]
                 overrides.append([*space.overrides(trial.params), *identity])
             self.validate_batch_is_legal(overrides)
             returns = list(self.launcher.launch(overrides, initial_job_idx=first_job))
