@@ -108,6 +108,7 @@ def test_a_choice_of_lists_is_refused_with_the_override_named():
         ({"pruner": "asha"}, "pruner='asha': choose one of none, median, hyperband"),
         ({"direction": "up"}, "direction='up'"),
         ({"n_jobs": 0}, "n_jobs=0: must be at least 1"),
+        ({"storage": "study.db"}, "storage='study.db' is not an SQLAlchemy URL"),
         (
             {"pruner": "median", "minimize_wall_time": True},
             "cannot prune multi-objective trials",

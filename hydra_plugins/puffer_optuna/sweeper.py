@@ -49,6 +49,8 @@ class OptunaSweeper(Sweeper):
         params: DictConfig | dict[str, str] | None,
     ) -> None:
         _check(direction, minimize_wall_time, n_trials, n_jobs, pruner, sampler)
+        if storage is not None:
+            _parse_url(storage)
         self.direction, self.minimize_wall_time = direction, minimize_wall_time
         self.study_name, self.storage = study_name, storage
         self.n_trials, self.n_jobs = n_trials, n_jobs
@@ -167,17 +169,9 @@ class OptunaSweeper(Sweeper):
 def storage_url(storage: str | None, sweep_dir: Path) -> str:
     """``storage`` with a relative sqlite path made absolute (jobs may start elsewhere); ``None``
     is ``<sweep_dir>/optuna.db``."""
-    from sqlalchemy.engine import make_url
-
     if storage is None:
         return f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
-    try:
-        url = make_url(storage)
-    except Exception as e:  # sqlalchemy.exc.ArgumentError: not a URL at all
-        raise ValueError(
-            f"hydra.sweeper.storage={storage!r} is not an SQLAlchemy URL; write e.g. "
-            "sqlite:///study.db or postgresql://user:password@host/db"
-        ) from e
+    url = _parse_url(storage)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         return str(url.set(database=str(Path(url.database).resolve())))
     return storage
@@ -203,6 +197,20 @@ def _create_study(url: str, name: str, directions: list[str], attempts: int = 5)
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2 + random.random())
+
+
+def _parse_url(storage: str) -> Any:
+    """``storage`` as an SQLAlchemy URL; ``ValueError`` naming it if it is not one."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(storage)
+    except ArgumentError as e:
+        raise ValueError(
+            f"hydra.sweeper.storage={storage!r} is not an SQLAlchemy URL; write e.g. "
+            "sqlite:///study.db or postgresql://user:password@host/db"
+        ) from e
 
 
 def _sampler(name: str, seed: int | None, n_existing: int) -> Any:
