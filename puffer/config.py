@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from puffer.checkpoint import CheckpointDir
 from puffer.policy import PolicyConfig
-from puffer.pruning import SweepConfig
 from puffer.ppo.config import PPOConfig
+from puffer.pruning import SweepConfig
 
 __all__ = [
     "CONF_DIR",

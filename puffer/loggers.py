@@ -23,7 +23,7 @@ from puffer.checkpoint import atomic_write
 __all__ = ["Loggers", "MetricsJsonl", "Sink", "StopRun", "TensorBoard", "Wandb", "read_jsonl"]
 
 
-class StopRun(Exception):  # noqa: N818 - a request, not an error
+class StopRun(Exception):
     """Raised by a sink to end the run after this update: the run loop writes a checkpoint, records
     ``status`` (e.g. "pruned", "solved") in summary.json, logs ``message`` and exits normally."""
 

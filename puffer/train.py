@@ -234,8 +234,8 @@ def make_loggers(
     cfg: DictConfig, run_dir: Path, trainer: Any, resume_step: int | None, console: Any = None
 ) -> Any:
     """metrics.jsonl, the sinks ``cfg.logger`` enables and the dashboard, as one ``Loggers``."""
-    from puffer.dashboard import RunInfo, make_dashboard
     from puffer import pruning
+    from puffer.dashboard import RunInfo, make_dashboard
     from puffer.loggers import Loggers, MetricsJsonl, TensorBoard, Wandb
 
     loggers = Loggers()
