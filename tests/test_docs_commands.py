@@ -18,7 +18,8 @@ the pages:
 - Budgets shrink without touching what the reader sees (``shrink``): each ``python -m
   puffer.train``, ``puffer train`` and ``make train`` command gets ``ppo.total_timesteps=4096``
   appended (also ``-m puffer.train`` under another launcher, e.g. torchrun), or has the budget it
-  sets divided by 100 (at least 2048); ``hydra.sweeper.n_trials`` is capped at 2.
+  sets divided by 100 (at least 2048); ``hydra.sweeper.n_trials`` is capped at 2 (set to 2 for
+  a ``hydra/sweeper=`` command that leaves it at its default).
 - Placeholders are filled in (``resolve``): ``outputs/<env>/<date>_<time>`` (with or without
   ``_<us>``) becomes the run of ``<env>`` that started last, ``<run dir>`` the run of any env that
   started last, ``multirun_sweeps/<date>_<time>`` the newest sweep, and ``model_<step>.pt`` the
@@ -182,6 +183,8 @@ def shrink(command: str) -> str:
     if not TRAIN.search(command):
         return command
     command = TRIALS.sub(lambda m: f"{m[1]}{min(int(m[2]), MAX_TRIALS)}", command)
+    if "hydra/sweeper=" in command and not TRIALS.search(command):
+        command += f" hydra.sweeper.n_trials={MAX_TRIALS}"
     if BUDGET.search(command):
         return BUDGET.sub(
             lambda m: f"{m[1]}{max(int(m[2]) // BUDGET_DIVISOR, MIN_BUDGET)}", command
@@ -399,6 +402,10 @@ def test_every_page_parses_and_every_skip_says_why():
         ),
         ("python -m puffer.eval run=x episodes=10", "python -m puffer.eval run=x episodes=10"),
         ("make test", "make test"),
+        (
+            "python -m puffer.train -m hydra/sweeper=optuna env=cartpole",
+            "python -m puffer.train -m hydra/sweeper=optuna env=cartpole hydra.sweeper.n_trials=2 ppo.total_timesteps=4096",
+        ),
         (
             "torchrun --standalone -m puffer.train env=x",
             "torchrun --standalone -m puffer.train env=x ppo.total_timesteps=4096",
