@@ -15,6 +15,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -26,14 +27,15 @@ HIDDEN = 128
 
 
 def median_time(fn: Callable[[], object], repeats: int, number: int) -> float:
-    """Median seconds per call of ``fn`` over ``repeats`` runs of ``number`` calls."""
+    """Median CPU seconds of this thread per call of ``fn`` over ``repeats`` runs of ``number``
+    calls (CPU time, not wall time: steadier on a shared machine)."""
     fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         for _ in range(number):
             fn()
-        times.append((time.perf_counter() - t0) / number)
+        times.append((time.thread_time() - t0) / number)
     return statistics.median(times)
 
 
@@ -52,11 +54,15 @@ def bench_act(quick: bool) -> None:
             state = pol.initial_state(rows)
             gen = torch.Generator().manual_seed(0)
             with torch.inference_mode():
-                sec = median_time(
-                    lambda: pol.act(obs, state, starts, generator=gen), 5, 50 if quick else 500
-                )
+                call = partial(pol.act, obs, state, starts, generator=gen)
+                sec = median_time(call, 5, 50 if quick else 500)
             print(f"act      {name:5s} rows={rows:4d}: {sec * 1e6:8.1f} us/step")
         env.close()
+
+
+def fwd_bwd(pol: P.Policy, obs: torch.Tensor, state: P.State, starts: torch.Tensor) -> None:
+    params, values = pol.forward_sequence(obs, state, starts)
+    (params.sum() + values.sum()).backward()
 
 
 def bench_sequence(quick: bool) -> None:
@@ -68,11 +74,9 @@ def bench_sequence(quick: bool) -> None:
     for rate in (0.0, 1 / 200, 1 / 50, 1 / 20):
         starts = torch.rand(segments, horizon, generator=torch.Generator().manual_seed(0)) < rate
 
-        def step() -> None:
-            params, values = pol.forward_sequence(obs, state, starts)
-            (params.sum() + values.sum()).backward()
-
-        sec = median_time(step, 3 if quick else 7, 1 if quick else 3)
+        sec = median_time(
+            partial(fwd_bwd, pol, obs, state, starts), 3 if quick else 7, 1 if quick else 3
+        )
         print(f"sequence lstm starts={rate:.3f}: {sec * 1e3:8.1f} ms fwd+bwd (64 x 64)")
     env.close()
 
@@ -86,11 +90,11 @@ def bench_train(quick: bool) -> None:
         update = getattr(trainer, "update", None) or trainer.train
         run(), update()  # warm-up
         updates = 2 if quick else 8
-        t0, step0 = time.perf_counter(), trainer.global_step
+        t0, step0 = time.process_time(), trainer.global_step
         for _ in range(updates):
             run(), update()
-        sps = (trainer.global_step - step0) / (time.perf_counter() - t0)
-        print(f"train    {name:5s} rows=256: {sps / 1e3:8.1f} k SPS")
+        sps = (trainer.global_step - step0) / (time.process_time() - t0)
+        print(f"train    {name:5s} rows=256: {sps / 1e3:8.1f} k SPS (per CPU second)")
         trainer.close()
 
 
