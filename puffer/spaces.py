@@ -417,7 +417,8 @@ class MultiBinary(Box):
     def to_gymnasium(self) -> Any:
         import gymnasium
 
-        return gymnasium.spaces.MultiBinary(list(self.shape))
+        n = self.shape[0] if len(self.shape) == 1 else list(self.shape)
+        return gymnasium.spaces.MultiBinary(n)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, MultiBinary) and self.shape == other.shape

@@ -69,11 +69,11 @@ class Policy(nn.Module):
         self.obs_dim = math.prod(self.obs_shape)
         self._flat_input = getattr(encoder, "normalizable", True)
         self.obs_norm = RunningNorm(self.obs_dim, refuse=None if self._flat_input else NO_NORM)
-        self.encoder, self.core = encoder, core
         self.is_recurrent = core is not None
         self.hidden_size = core.hidden_size if core is not None else int(encoder.output_size)
         self.head = make_head(action_space, self.hidden_size, init_log_std)
         self.critic = layer_init(nn.Linear(self.hidden_size, 1), std=1.0)
+        self.encoder, self.core = encoder, core  # registered last: parameters() order as before
 
     @property
     def device(self) -> torch.device:
