@@ -95,15 +95,18 @@ class LSTMCore(nn.Module):
         h0 = x.new_zeros(len(lengths), self.hidden_size).index_copy(0, first, state[0])
         c0 = x.new_zeros(len(lengths), self.hidden_size).index_copy(0, first, state[1])
         flat = x.reshape(segments * horizon, -1)
-        out = x.new_empty(segments * horizon, self.hidden_size)
+        outputs, order = [], []
         for runs, length in _buckets(lengths):
             steps = torch.isin(run, runs).nonzero().squeeze(-1)
-            slot = torch.searchsorted(runs, run[steps])  # row of each step in this bucket
+            index = (torch.searchsorted(runs, run[steps]), pos[steps])  # (run in bucket, step)
             padded = x.new_zeros(len(runs), length, flat.shape[-1])
-            padded = padded.index_put((slot, pos[steps]), flat[steps])
-            y = self._lstm_call(padded, h0[runs], c0[runs])
-            out = out.index_put((steps,), y[slot, pos[steps]])
-        return out.view(segments, horizon, self.hidden_size)
+            padded.index_put_(index, flat[steps])
+            outputs.append(self._lstm_call(padded, h0[runs], c0[runs])[index])
+            order.append(steps)
+        order_ = torch.cat(order)
+        inverse = torch.empty_like(order_)
+        inverse[order_] = torch.arange(len(order_), device=x.device)
+        return torch.cat(outputs)[inverse].view(segments, horizon, self.hidden_size)
 
 
 def _buckets(lengths: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
