@@ -27,7 +27,8 @@ def test_train_help_shows_groups_and_options(run):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "env: bandit, cartpole, custom, gymnasium, memory, squared" in out
-    assert "policy: lstm, mlp" in out and "vector: multiprocessing, serial" in out
+    assert "policy: cnn, cnn_lstm, custom, lstm, mlp" in out
+    assert "vector: multiprocessing, serial" in out
     assert "logger: none, tensorboard, wandb" in out
     assert "total_timesteps" in out and "python -m puffer.train -m" in out
 

@@ -294,3 +294,59 @@ def test_cnn_solves_a_pixel_task():
     assert trainer.global_step < config.total_timesteps  # stopped early: solved
     trainer.close()
     assert len(returns) >= 100 and np.mean(returns[-100:]) >= 7.6, np.mean(returns[-100:])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "kind", "recurrent"),
+    [
+        (["policy=cnn"], P.NatureCNN, False),
+        (["policy=cnn_lstm", "policy.lstm_hidden_size=16"], P.NatureCNN, True),
+        (["policy=mlp", "policy.core=lstm"], P.MLPEncoder, True),
+        (["policy=cnn_lstm", "policy.encoder=mlp", "policy.core=none"], P.MLPEncoder, False),
+    ],
+)
+def test_presets_compose_with_hydra_and_build(overrides, kind, recurrent):
+    from omegaconf import OmegaConf
+
+    from puffer.config import compose
+
+    cfg = OmegaConf.to_object(compose(["env=cartpole", *overrides]).policy)
+    policy = P.build(cfg, image_space((36, 36, 1)), Discrete(2), seed=0)
+    assert isinstance(policy.encoder, kind) and policy.is_recurrent == recurrent
+
+
+PIXEL_ENV = """
+import numpy as np
+from puffer.env import PufferEnv, StepResult
+from puffer.spaces import Box, Discrete
+""" + textwrap.dedent(
+    """
+    class FindTheLight(PufferEnv):
+        observation_space = Box(0, 255, shape=(36, 36, 1), dtype=np.uint8)
+        action_space = Discrete(2)
+
+        def reset(self, seed=None):
+            self.rng, self.t = np.random.default_rng(seed), 0
+            return self._frame(), {}
+
+        def _frame(self):
+            self.side = int(self.rng.integers(2))
+            frame = np.zeros((36, 36, 1), np.uint8)
+            frame[10:16, 3 + 18 * self.side : 9 + 18 * self.side] = 255
+            return frame
+
+        def step(self, action):
+            reward = float(int(action) == self.side)
+            self.t += 1
+            return StepResult(self._frame(), reward, self.t >= 8, False, {})
+    """
+)
+
+
+def test_cnn_policy_from_the_command_line_on_uint8_frames(helpers, tmp_path):
+    (tmp_path / "pixels.py").write_text(PIXEL_ENV)
+    args = ["env=custom", "env.creator=pixels:FindTheLight", "policy=cnn_lstm"]
+    proc = helpers.run_module("puffer.train", *helpers.TINY, *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = helpers.only_run(tmp_path)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
