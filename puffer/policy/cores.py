@@ -54,7 +54,7 @@ class LSTMCore(nn.Module):
         if starts is not None:
             reset = starts.unsqueeze(-1)
             h, c = h.masked_fill(reset, 0.0), c.masked_fill(reset, 0.0)
-        h, c = self.cell(x, (h, c))
+        h, c = self.cell.forward(x, (h, c))
         return h, (h, c)
 
     def _lstm_call(self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:

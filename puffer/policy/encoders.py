@@ -56,7 +56,10 @@ class MLPEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs.reshape(obs.shape[0], self.obs_dim)
-        return self.net(x if x.dtype == torch.float32 else x.float())
+        x = x if x.dtype == torch.float32 else x.float()
+        for layer in self.net:  # .forward, not __call__: module-call overhead on the hot path
+            x = layer.forward(x)
+        return x
 
 
 class NatureCNN(nn.Module):

@@ -66,7 +66,7 @@ class CategoricalHead(nn.Module):
         self.action_dtype = torch.int64
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear(hidden)
+        return F.linear(hidden, self.linear.weight, self.linear.bias)
 
     def sample(
         self, logits: torch.Tensor, generator: torch.Generator | None = None
@@ -118,7 +118,7 @@ class MultiCategoricalHead(nn.Module):
         self.action_dtype = torch.int64
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear(hidden)
+        return F.linear(hidden, self.linear.weight, self.linear.bias)
 
     def _log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-component log-probabilities ``(..., k, nmax)``."""
@@ -167,7 +167,7 @@ class BernoulliHead(nn.Module):
         self.action_dtype = torch.int64
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear(hidden)
+        return F.linear(hidden, self.linear.weight, self.linear.bias)
 
     @staticmethod
     def _log_prob(logits: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
@@ -222,7 +222,7 @@ class GaussianHead(nn.Module):
         self.action_dtype = torch.float32
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear(hidden)
+        return F.linear(hidden, self.linear.weight, self.linear.bias)
 
     def sample(
         self, mean: torch.Tensor, generator: torch.Generator | None = None
