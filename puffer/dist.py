@@ -13,7 +13,8 @@ Each rank steps ``vector.num_envs / world_size`` env rows with its own seed stre
 starts from rank 0's weights (``broadcast_module``), and averages gradients with the others (the
 Trainer's all-reduce seam). Rank 0 alone writes the run directory (``rank0_only``); statistics that
 every rank needs are combined with ``merge_moments``/``all_moments`` (observation and reward
-normalization), ``gather_episodes`` (episode statistics) and ``mean_metrics`` (losses).
+normalization), ``gather_episodes`` (episode statistics) and ``combine_metrics`` (losses, steps);
+checkpoints hold every rank's own state (``gather_rank_states``, ``rank_state``).
 
 Failures: ``launch`` sets a short monitor interval and no restarts, so a rank that raises or dies
 makes the agent stop every other rank; ``launch`` then raises ``RankError`` naming the rank and its
@@ -52,24 +53,28 @@ __all__ = [
     "LaunchInterrupted",
     "RankError",
     "World",
+    "all_mean",
     "all_moments",
     "any_rank",
     "broadcast_module",
     "broadcast_object",
+    "combine_metrics",
     "gather_episodes",
+    "gather_rank_states",
     "launch",
     "local_rows",
-    "mean_metrics",
     "merge_moments",
     "params_digest",
     "process_group",
     "rank0_only",
     "rank_seed",
+    "rank_state",
     "resolve_backend",
     "world",
 ]
 
 BACKENDS = ("auto", "gloo", "nccl")
+SUMMED = ("global_step", "sps")  # metrics that add up over ranks
 _ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 _R = TypeVar("_R")
 _TORCH_LAUNCH_LOGGERS = (
@@ -528,16 +533,72 @@ def gather_episodes(episodes: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts if k in p]) for k in keys}
 
 
-def mean_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
-    """The mean over ranks of each float in ``metrics`` (losses, KL, ...), on every rank.
+def combine_metrics(
+    metrics: Mapping[str, float], summed: tuple[str, ...] = SUMMED
+) -> dict[str, float]:
+    """One update's metrics over all ranks, on every rank: the ``summed`` keys (env steps, steps
+    per second) summed, every other key averaged (losses, KL, times). ``env/*`` keys are left out:
+    they come from ``gather_episodes`` (a mean of means would weigh ranks, not episodes).
 
     Every rank must report the same keys (``ValueError`` naming them otherwise).
     """
-    local = {k: float(v) for k, v in sorted(metrics.items())}
+    local = {k: float(v) for k, v in sorted(metrics.items()) if not k.startswith("env/")}
     if not _active():
         return local
     parts: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, local)
     if any(p.keys() != local.keys() for p in parts):
         raise ValueError(f"ranks report different metric keys: {[sorted(p) for p in parts]}")
-    return {k: float(np.mean([p[k] for p in parts])) for k in local}
+    reduce = {True: np.sum, False: np.mean}
+    return {k: float(reduce[k in summed]([p[k] for p in parts])) for k in local}
+
+
+def all_mean(x: torch.Tensor) -> torch.Tensor:
+    """The mean of tensor ``x`` over ranks (a new tensor; ``x`` itself without a group)."""
+    if not _active():
+        return x
+    total = x.detach().clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+
+#: Entries of ``Trainer.state_dict()`` that differ between ranks: each rank's env rows, rollout,
+#: random streams, per-row reward-norm returns and step count. The rest (weights, optimizer,
+#: update count) is identical on every rank and saved once.
+RANK_KEYS = ("global_step", "reward_norm", "rng", "env", "env_layout", "rollout")
+
+
+def gather_rank_states(state: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """Rank 0: the ``RANK_KEYS`` part of every rank's trainer ``state`` (index = rank); other
+    ranks: None. Without a group: ``[part]``."""
+    part = {k: state[k] for k in RANK_KEYS if k in state}
+    if not _active():
+        return [part]
+    parts: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(part, parts, dst=0)
+    return parts
+
+
+def rank_state(
+    trainer_state: Mapping[str, Any], ranks: list[dict[str, Any]] | None, here: World
+) -> tuple[dict[str, Any], str | None]:
+    """The trainer state rank ``here.rank`` resumes from, and what changed (None: nothing).
+
+    ``trainer_state`` is rank 0's saved state, ``ranks`` the saved ``gather_rank_states`` (None
+    for a one-process checkpoint). Same number of ranks: each rank gets its own part back (a
+    bit-exact continuation). Another number: the weights, optimizer and counters carry over, env
+    rows start fresh episodes, and ``global_step`` is the saved total split over the new ranks.
+    """
+    saved = len(ranks) if ranks else 1
+    if saved == here.world_size:
+        return {**trainer_state, **(ranks[here.rank] if ranks else {})}, None
+    total = sum(int(r["global_step"]) for r in ranks) if ranks else trainer_state["global_step"]
+    state = {**trainer_state, "global_step": int(total) // here.world_size}
+    state["env"], state["env_layout"] = None, None  # no rank replays another's rows
+    note = (
+        f"resumed a run of {saved} rank(s) with {here.world_size}: weights, optimizer and "
+        "counters restored, every env row starts a fresh episode (not bit-exact)"
+    )
+    return state, note

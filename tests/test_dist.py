@@ -122,10 +122,30 @@ def test_cuda_index_with_several_local_ranks_is_refused() -> None:
 def test_collectives_without_a_group_are_local() -> None:
     assert dist.any_rank(True) and not dist.any_rank(False)
     assert dist.broadcast_object({"a": 1}) == {"a": 1}
-    assert dist.mean_metrics({"b": 2, "a": 1}) == {"a": 1.0, "b": 2.0}
+    assert dist.combine_metrics({"b": 2, "a": 1, "env/x": 3}) == {"a": 1.0, "b": 2.0}
+    assert dist.gather_rank_states({"global_step": 5, "policy": 1}) == [{"global_step": 5}]
     eps = dist.gather_episodes({"episode_return": [1, 2]})
     np.testing.assert_array_equal(eps["episode_return"], [1.0, 2.0])
     assert dist.rank0_only(lambda: "wrote")() == "wrote"
+
+
+def test_resume_with_the_same_ranks_gives_each_rank_its_own_state() -> None:
+    saved = {"policy": "w", "global_step": 10, "env": "e0", "env_layout": {"num_envs": 4}}
+    ranks = [{"global_step": 10, "env": "e0"}, {"global_step": 10, "env": "e1"}]
+    state, note = dist.rank_state(saved, ranks, dist.World(1, 2, 1, 2))
+    assert note is None and state["env"] == "e1" and state["policy"] == "w"
+    state, note = dist.rank_state(saved, None, dist.World())  # a one-process checkpoint
+    assert note is None and state == saved
+
+
+def test_resume_with_other_ranks_starts_fresh_episodes_and_splits_the_steps() -> None:
+    saved = {"policy": "w", "global_step": 10, "env": "e0", "env_layout": {"num_envs": 4}}
+    ranks = [{"global_step": 10, "env": "e0"}, {"global_step": 10, "env": "e1"}]
+    state, note = dist.rank_state(saved, ranks, dist.World(0, 4, 0, 4))
+    assert state["global_step"] == 5 and state["env"] is None and state["policy"] == "w"
+    assert note is not None and "run of 2 rank(s) with 4" in note
+    state, note = dist.rank_state(saved, None, dist.World(1, 2, 1, 2))
+    assert state["global_step"] == 5 and state["env"] is None and "run of 1 rank(s) with 2" in note
 
 
 # -- ranks -----------------------------------------------------------------------------------------
@@ -155,7 +175,9 @@ def collective_work(out: str) -> dict:
             opt.step()
         n, mean, var = dist.all_moments(data)
         episodes = dist.gather_episodes({"episode_return": [float(me.rank)] * (me.rank + 1)})
-        metrics = dist.mean_metrics({"loss": float(me.rank)})
+        metrics = dist.combine_metrics({"loss": float(me.rank), "sps": 10.0, "env/r": 1.0})
+        states = dist.gather_rank_states({"global_step": 10 + me.rank, "policy": "shared"})
+        kl = dist.all_mean(torch.tensor(float(me.rank)))
 
         @dist.rank0_only
         def write() -> str:
@@ -172,6 +194,8 @@ def collective_work(out: str) -> dict:
             "moments": (n.item(), mean.tolist(), var.tolist()),
             "episodes": episodes["episode_return"].tolist(),
             "metrics": metrics,
+            "states": states,
+            "kl": kl.item(),
             "write": write(),
             "stop": dist.any_rank(me.rank == 1),
             "object": dist.broadcast_object(f"from {me.rank}"),
@@ -194,7 +218,9 @@ def test_two_ranks_start_identical_and_stay_identical(tmp_path: Path) -> None:
     np.testing.assert_allclose(mean, both.mean(0), rtol=1e-12)
     np.testing.assert_allclose(var, both.var(0), rtol=1e-10)
     assert result["episodes"] == [0.0, 1.0, 1.0]
-    assert result["metrics"] == {"loss": 0.5}
+    assert result["metrics"] == {"loss": 0.5, "sps": 20.0}
+    assert result["states"] == [{"global_step": 10}, {"global_step": 11}]
+    assert result["kl"] == 0.5
     assert result["write"] == "wrote"
     assert sorted(p.name for p in tmp_path.glob("written_by_*")) == ["written_by_0"]
     assert result["stop"] is True
