@@ -67,9 +67,11 @@ __all__ = [
     "params_digest",
     "process_group",
     "rank0_only",
+    "rank_config",
     "rank_seed",
     "rank_state",
     "resolve_backend",
+    "torchrun_world",
     "world",
 ]
 
@@ -207,6 +209,37 @@ def rank_seed(seed: int, rank: int) -> int:
         return int(seed)
     hi, lo = (int(w) for w in np.random.SeedSequence([int(seed), int(rank)]).generate_state(2))
     return ((hi << 32) | lo) & ((1 << 63) - 1)
+
+
+def rank_config(cfg: Any, here: World) -> Any:
+    """The config rank ``here.rank`` builds its env and trainer from (an OmegaConf copy of the
+    run's ``cfg``): its share of ``vector.num_envs`` (and of ``num_workers``/``batch_size`` when
+    set) and of ``ppo.total_timesteps``, and its own ``seed`` (``rank_seed``).
+
+    Raises ``ValueError`` when a global count does not divide by the ranks.
+    """
+    local = cfg.copy()
+    n = here.world_size
+    local.vector.num_envs = local_rows(cfg.vector.num_envs, n)
+    for key in ("num_workers", "batch_size"):
+        value = cfg.vector.get(key)
+        if value is not None:
+            if value % n:
+                raise ValueError(
+                    f"vector.{key}={value} must be divisible by the number of ranks ({n}): it is "
+                    "global, like vector.num_envs; each rank takes an equal share"
+                )
+            local.vector[key] = value // n
+    local.ppo.total_timesteps = -(-cfg.ppo.total_timesteps // n)  # ceil: no step is lost
+    local.seed = rank_seed(cfg.seed, here.rank)
+    return local
+
+
+def torchrun_world() -> World | None:
+    """The world when torchrun (or another launcher that sets ``WORLD_SIZE``) started this process
+    as one of several ranks; None for one process."""
+    here = World.from_env()
+    return here if here is not None and here.world_size > 1 else None
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:

@@ -308,3 +308,24 @@ def test_sigterm_to_the_launcher_stops_every_rank_after_one_checkpoint(tmp_path:
     assert proc.returncode == 143, out
     assert out.strip() == "interrupted 15"
     assert (tmp_path / "checkpoints").read_text() == "saved by rank 0\n"
+
+
+def test_each_rank_builds_its_share_with_its_own_seed() -> None:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(
+        {
+            "seed": 3,
+            "vector": {"num_envs": 4096, "num_workers": 2, "batch_size": None},
+            "ppo": {"total_timesteps": 1001},
+        }
+    )
+    local = dist.rank_config(cfg, dist.World(1, 2, 1, 2))
+    assert local.vector.num_envs == 2048 and local.vector.num_workers == 1
+    assert local.vector.batch_size is None
+    assert local.ppo.total_timesteps == 501  # rounded up: the ranks together do all the steps
+    assert local.seed == dist.rank_seed(3, 1) and cfg.seed == 3  # the run's config is unchanged
+    assert dist.rank_config(cfg, dist.World(0, 2, 0, 2)).seed == 3
+    cfg.vector.num_workers = 3
+    with pytest.raises(ValueError, match=r"vector\.num_workers=3 must be divisible"):
+        dist.rank_config(cfg, dist.World(0, 2, 0, 2))
