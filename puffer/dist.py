@@ -53,6 +53,7 @@ __all__ = [
     "LaunchInterrupted",
     "RankError",
     "World",
+    "agree",
     "all_mean",
     "all_moments",
     "any_rank",
@@ -507,6 +508,17 @@ def any_rank(flag: bool) -> bool:
     t = torch.tensor([1 if flag else 0], dtype=torch.int32)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def agree(*values: Any) -> tuple[Any, ...]:
+    """Per position, the first value that is not None in rank order, on every rank: how the ranks
+    agree to stop after the same update (a signal one rank got, a stop rank 0's loggers asked
+    for). One small all-gather; without a group: ``values``."""
+    if not _active():
+        return values
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, values)
+    return tuple(next((p[i] for p in parts if p[i] is not None), None) for i in range(len(values)))
 
 
 def merge_moments(

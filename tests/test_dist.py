@@ -121,6 +121,7 @@ def test_cuda_index_with_several_local_ranks_is_refused() -> None:
 
 def test_collectives_without_a_group_are_local() -> None:
     assert dist.any_rank(True) and not dist.any_rank(False)
+    assert dist.agree(None, 2) == (None, 2)
     assert dist.broadcast_object({"a": 1}) == {"a": 1}
     assert dist.combine_metrics({"b": 2, "a": 1, "env/x": 3}) == {"a": 1.0, "b": 2.0}
     assert dist.gather_rank_states({"global_step": 5, "policy": 1}) == [{"global_step": 5}]
@@ -198,6 +199,7 @@ def collective_work(out: str) -> dict:
             "kl": kl.item(),
             "write": write(),
             "stop": dist.any_rank(me.rank == 1),
+            "agree": dist.agree(None if me.rank == 0 else 15, "solved" if me.rank == 0 else None),
             "object": dist.broadcast_object(f"from {me.rank}"),
         }
 
@@ -224,6 +226,7 @@ def test_two_ranks_start_identical_and_stay_identical(tmp_path: Path) -> None:
     assert result["write"] == "wrote"
     assert sorted(p.name for p in tmp_path.glob("written_by_*")) == ["written_by_0"]
     assert result["stop"] is True
+    assert result["agree"] == (15, "solved")
     assert result["object"] == "from 0"
 
 
