@@ -13,7 +13,7 @@ Each rank steps ``vector.num_envs / world_size`` env rows with its own seed stre
 starts from rank 0's weights (``broadcast_module``), and averages gradients with the others (the
 Trainer's all-reduce seam). Rank 0 alone writes the run directory (``rank0_only``); statistics that
 every rank needs are combined with ``merge_moments``/``all_moments`` (observation and reward
-normalization), ``gather_episodes`` (episode statistics) and ``combine_metrics`` (losses, steps);
+normalization), ``gather_episodes`` (episode statistics) and ``all_mean`` (losses, KL);
 checkpoints hold every rank's own state (``gather_rank_states``, ``rank_state``).
 
 Failures: ``launch`` sets a short monitor interval and no restarts, so a rank that raises or dies
@@ -59,7 +59,6 @@ __all__ = [
     "any_rank",
     "broadcast_module",
     "broadcast_object",
-    "combine_metrics",
     "gather_episodes",
     "gather_rank_states",
     "launch",
@@ -77,7 +76,6 @@ __all__ = [
 ]
 
 BACKENDS = ("auto", "gloo", "nccl")
-SUMMED = ("global_step", "sps")  # metrics that add up over ranks
 _ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 _R = TypeVar("_R")
 _TORCH_LAUNCH_LOGGERS = (
@@ -215,7 +213,8 @@ def rank_seed(seed: int, rank: int) -> int:
 def rank_config(cfg: Any, here: World) -> Any:
     """The config rank ``here.rank`` builds its env and trainer from (an OmegaConf copy of the
     run's ``cfg``): its share of ``vector.num_envs`` (and of ``num_workers``/``batch_size`` when
-    set) and of ``ppo.total_timesteps``, and its own ``seed`` (``rank_seed``).
+    set) and its own ``seed`` (``rank_seed``). ``ppo.total_timesteps`` stays global: the Trainer
+    counts every rank's steps.
 
     Raises ``ValueError`` when a global count does not divide by the ranks.
     """
@@ -231,7 +230,6 @@ def rank_config(cfg: Any, here: World) -> Any:
                     "global, like vector.num_envs; each rank takes an equal share"
                 )
             local.vector[key] = value // n
-    local.ppo.total_timesteps = -(-cfg.ppo.total_timesteps // n)  # ceil: no step is lost
     local.seed = rank_seed(cfg.seed, here.rank)
     return local
 
@@ -578,26 +576,6 @@ def gather_episodes(episodes: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts if k in p]) for k in keys}
 
 
-def combine_metrics(
-    metrics: Mapping[str, float], summed: tuple[str, ...] = SUMMED
-) -> dict[str, float]:
-    """One update's metrics over all ranks, on every rank: the ``summed`` keys (env steps, steps
-    per second) summed, every other key averaged (losses, KL, times). ``env/*`` keys are left out:
-    they come from ``gather_episodes`` (a mean of means would weigh ranks, not episodes).
-
-    Every rank must report the same keys (``ValueError`` naming them otherwise).
-    """
-    local = {k: float(v) for k, v in sorted(metrics.items()) if not k.startswith("env/")}
-    if not _active():
-        return local
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, local)
-    if any(p.keys() != local.keys() for p in parts):
-        raise ValueError(f"ranks report different metric keys: {[sorted(p) for p in parts]}")
-    reduce = {True: np.sum, False: np.mean}
-    return {k: float(reduce[k in summed]([p[k] for p in parts])) for k in local}
-
-
 def all_mean(x: torch.Tensor) -> torch.Tensor:
     """The mean of tensor ``x`` over ranks (a new tensor; ``x`` itself without a group)."""
     if not _active():
@@ -610,9 +588,9 @@ def all_mean(x: torch.Tensor) -> torch.Tensor:
 # -- checkpoints -----------------------------------------------------------------------------------
 
 #: Entries of ``Trainer.state_dict()`` that differ between ranks: each rank's env rows, rollout,
-#: random streams, per-row reward-norm returns and step count. The rest (weights, optimizer,
-#: update count) is identical on every rank and saved once.
-RANK_KEYS = ("global_step", "reward_norm", "rng", "env", "env_layout", "rollout")
+#: random streams and per-row reward-norm returns. The rest (weights, optimizer, counters) is
+#: identical on every rank and saved once.
+RANK_KEYS = ("reward_norm", "rng", "env", "env_layout", "rollout")
 
 
 def gather_rank_states(state: Mapping[str, Any]) -> list[dict[str, Any]] | None:
@@ -633,15 +611,13 @@ def rank_state(
 
     ``trainer_state`` is rank 0's saved state, ``ranks`` the saved ``gather_rank_states`` (None
     for a one-process checkpoint). Same number of ranks: each rank gets its own part back (a
-    bit-exact continuation). Another number: the weights, optimizer and counters carry over, env
-    rows start fresh episodes, and ``global_step`` is the saved total split over the new ranks.
+    bit-exact continuation). Another number: the weights, optimizer and counters carry over, and
+    every env row starts a fresh episode.
     """
     saved = len(ranks) if ranks else 1
     if saved == here.world_size:
         return {**trainer_state, **(ranks[here.rank] if ranks else {})}, None
-    total = sum(int(r["global_step"]) for r in ranks) if ranks else trainer_state["global_step"]
-    state = {**trainer_state, "global_step": int(total) // here.world_size}
-    state["env"], state["env_layout"] = None, None  # no rank replays another's rows
+    state = {**trainer_state, "env": None, "env_layout": None}  # no rank replays another's rows
     note = (
         f"resumed a run of {saved} rank(s) with {here.world_size}: weights, optimizer and "
         "counters restored, every env row starts a fresh episode (not bit-exact)"

@@ -123,8 +123,8 @@ def test_collectives_without_a_group_are_local() -> None:
     assert dist.any_rank(True) and not dist.any_rank(False)
     assert dist.agree(None, 2) == (None, 2)
     assert dist.broadcast_object({"a": 1}) == {"a": 1}
-    assert dist.combine_metrics({"b": 2, "a": 1, "env/x": 3}) == {"a": 1.0, "b": 2.0}
-    assert dist.gather_rank_states({"global_step": 5, "policy": 1}) == [{"global_step": 5}]
+    assert dist.all_mean(torch.tensor(2.0)).item() == 2.0
+    assert dist.gather_rank_states({"global_step": 5, "env": 1}) == [{"env": 1}]
     eps = dist.gather_episodes({"episode_return": [1, 2]})
     np.testing.assert_array_equal(eps["episode_return"], [1.0, 2.0])
     assert dist.rank0_only(lambda: "wrote")() == "wrote"
@@ -139,14 +139,14 @@ def test_resume_with_the_same_ranks_gives_each_rank_its_own_state() -> None:
     assert note is None and state == saved
 
 
-def test_resume_with_other_ranks_starts_fresh_episodes_and_splits_the_steps() -> None:
+def test_resume_with_other_ranks_starts_fresh_episodes() -> None:
     saved = {"policy": "w", "global_step": 10, "env": "e0", "env_layout": {"num_envs": 4}}
-    ranks = [{"global_step": 10, "env": "e0"}, {"global_step": 10, "env": "e1"}]
+    ranks = [{"env": "e0"}, {"env": "e1"}]
     state, note = dist.rank_state(saved, ranks, dist.World(0, 4, 0, 4))
-    assert state["global_step"] == 5 and state["env"] is None and state["policy"] == "w"
+    assert state["global_step"] == 10 and state["env"] is None and state["policy"] == "w"
     assert note is not None and "run of 2 rank(s) with 4" in note
     state, note = dist.rank_state(saved, None, dist.World(1, 2, 1, 2))
-    assert state["global_step"] == 5 and state["env"] is None and "run of 1 rank(s) with 2" in note
+    assert state["env"] is None and note is not None and "run of 1 rank(s) with 2" in note
 
 
 # -- ranks -----------------------------------------------------------------------------------------
@@ -176,8 +176,7 @@ def collective_work(out: str) -> dict:
             opt.step()
         n, mean, var = dist.all_moments(data)
         episodes = dist.gather_episodes({"episode_return": [float(me.rank)] * (me.rank + 1)})
-        metrics = dist.combine_metrics({"loss": float(me.rank), "sps": 10.0, "env/r": 1.0})
-        states = dist.gather_rank_states({"global_step": 10 + me.rank, "policy": "shared"})
+        states = dist.gather_rank_states({"env": 10 + me.rank, "policy": "shared"})
         kl = dist.all_mean(torch.tensor(float(me.rank)))
 
         @dist.rank0_only
@@ -194,7 +193,6 @@ def collective_work(out: str) -> dict:
             "final": final,
             "moments": (n.item(), mean.tolist(), var.tolist()),
             "episodes": episodes["episode_return"].tolist(),
-            "metrics": metrics,
             "states": states,
             "kl": kl.item(),
             "write": write(),
@@ -220,8 +218,7 @@ def test_two_ranks_start_identical_and_stay_identical(tmp_path: Path) -> None:
     np.testing.assert_allclose(mean, both.mean(0), rtol=1e-12)
     np.testing.assert_allclose(var, both.var(0), rtol=1e-10)
     assert result["episodes"] == [0.0, 1.0, 1.0]
-    assert result["metrics"] == {"loss": 0.5, "sps": 20.0}
-    assert result["states"] == [{"global_step": 10}, {"global_step": 11}]
+    assert result["states"] == [{"env": 10}, {"env": 11}]
     assert result["kl"] == 0.5
     assert result["write"] == "wrote"
     assert sorted(p.name for p in tmp_path.glob("written_by_*")) == ["written_by_0"]
@@ -320,13 +317,13 @@ def test_each_rank_builds_its_share_with_its_own_seed() -> None:
         {
             "seed": 3,
             "vector": {"num_envs": 4096, "num_workers": 2, "batch_size": None},
-            "ppo": {"total_timesteps": 1001},
+            "ppo": {"total_timesteps": 1001},  # global: the Trainer counts every rank's steps
         }
     )
     local = dist.rank_config(cfg, dist.World(1, 2, 1, 2))
     assert local.vector.num_envs == 2048 and local.vector.num_workers == 1
     assert local.vector.batch_size is None
-    assert local.ppo.total_timesteps == 501  # rounded up: the ranks together do all the steps
+    assert local.ppo.total_timesteps == 1001
     assert local.seed == dist.rank_seed(3, 1) and cfg.seed == 3  # the run's config is unchanged
     assert dist.rank_config(cfg, dist.World(0, 2, 0, 2)).seed == 3
     cfg.vector.num_workers = 3
