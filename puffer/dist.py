@@ -332,9 +332,12 @@ def launch(fn: Callable[..., _R], args: tuple[Any, ...], config: DistConfig) -> 
     """Run ``fn(*args)`` in ``config.nproc`` ranks on this machine; returns rank 0's result.
 
     ``fn`` must be importable by name (the ranks are spawned) and join the group itself
-    (``process_group``). Raises ``RankError`` when a rank fails (every rank is stopped first) and
-    ``LaunchInterrupted`` on SIGINT/SIGTERM (after the ranks stopped, within
-    ``config.shutdown_timeout`` seconds).
+    (``process_group``). Raises ``RankError`` when a rank fails (every rank is stopped first).
+
+    SIGINT/SIGTERM to this process are forwarded once to every rank, which should stop cleanly
+    (e.g. agree with ``agree`` to stop after the same update, checkpoint and return); then
+    ``LaunchInterrupted`` is raised. A signal before every rank started, or a second one, stops
+    the ranks at once (SIGTERM, SIGKILL after ``config.shutdown_timeout`` seconds).
     """
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -353,9 +356,12 @@ def launch(fn: Callable[..., _R], args: tuple[Any, ...], config: DistConfig) -> 
         start_method="spawn",
         logs_specs=DefaultLogsSpecs(log_dir=str(scratch / "logs")),
         shutdown_timeout=max(1, round(config.shutdown_timeout)),
+        # SIGINT/SIGTERM are ours (_Forward): the agent would stop the ranks before they finish.
+        signals_to_handle="SIGHUP,SIGQUIT",
     )
+    forward = _Forward(scratch, config.nproc)
     try:
-        with _quiet(_TORCH_LAUNCH_LOGGERS):
+        with _quiet(_TORCH_LAUNCH_LOGGERS), forward.installed():
             results = elastic_launch(launch_config, _rank_entry)(fn, args, str(scratch))
     except ChildFailedError as e:
         raise RankError(_failure_message(e, scratch)) from None
@@ -363,7 +369,38 @@ def launch(fn: Callable[..., _R], args: tuple[Any, ...], config: DistConfig) -> 
         raise LaunchInterrupted(e.sigval) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    if forward.signum is not None:
+        raise LaunchInterrupted(forward.signum)
     return results[0]
+
+
+class _Forward:
+    """While ``launch`` runs: the first SIGINT/SIGTERM goes on to every rank (each registered its
+    pid in ``scratch``); before all have, or on a second signal, ``LaunchInterrupted`` is raised
+    in the agent's loop, which then stops the ranks itself."""
+
+    def __init__(self, scratch: Path, nproc: int):
+        self.scratch, self.nproc = scratch, nproc
+        self.signum: int | None = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        pids = [int(p.read_text()) for p in self.scratch.glob("pid*") if p.read_text()]
+        if self.signum is not None or len(pids) < self.nproc:
+            raise LaunchInterrupted(signum)
+        self.signum = signum
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        sigs = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self._handler) for sig in sigs}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -389,6 +426,10 @@ def _rank_entry(fn: Callable[..., _R], args: tuple[Any, ...], scratch: str) -> _
 
     os.setpgid(0, 0)
     _die_with_parent()
+    rank = os.environ.get("RANK", "0")
+    pid_file = Path(scratch, f"pid{rank}")  # written whole, then renamed: the launcher reads it
+    Path(scratch, f".pid{rank}").write_text(str(os.getpid()))
+    Path(scratch, f".pid{rank}").replace(pid_file)
     try:
         return fn(*args)
     except BaseException as e:
@@ -494,7 +535,7 @@ def params_digest(module: nn.Module) -> str:
     for name, tensor in module.state_dict().items():
         if isinstance(tensor, torch.Tensor):
             h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            h.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -544,20 +585,22 @@ def merge_moments(
 
 
 def all_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Count, mean and population variance over the rows of ``x`` ``(N, d)`` on every rank
-    together (``merge_moments`` over an all-gather), identical on every rank; float64."""
+    """Count (0-dim), mean and population variance ``(d,)`` over the rows of ``x`` ``(N, d)`` of
+    every rank together, float64, identical on every rank (``merge_moments`` over an all-gather).
+
+    Without a group: ``x.mean(0)`` and ``x.var(0, unbiased=False)`` themselves.
+    """
     x = x.reshape(x.shape[0], -1).double()
-    n = torch.tensor([float(x.shape[0])], dtype=torch.float64, device=x.device)
+    n = torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device)
+    if not _active():
+        empty = x.shape[0] == 0
+        zeros = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+        return n, zeros if empty else x.mean(0), zeros if empty else x.var(0, unbiased=False)
     mean = x.sum(0) / n.clamp(min=1)
-    m2 = (x - mean).square().sum(0)
-    part = torch.cat([n, mean, m2])
-    if _active():
-        parts = [torch.empty_like(part) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, part)
-        stacked = torch.stack(parts)
-    else:
-        stacked = part.unsqueeze(0)
-    d = x.shape[1]
+    part = torch.cat([n.reshape(1), mean, (x - mean).square().sum(0)])
+    parts = [torch.empty_like(part) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, part)
+    stacked, d = torch.stack(parts), x.shape[1]
     count, mean, m2 = merge_moments(stacked[:, 0], stacked[:, 1 : 1 + d], stacked[:, 1 + d :])
     return count, mean, m2 / count.clamp(min=1)
 
@@ -606,20 +649,18 @@ def gather_rank_states(state: Mapping[str, Any]) -> list[dict[str, Any]] | None:
 
 def rank_state(
     trainer_state: Mapping[str, Any], ranks: list[dict[str, Any]] | None, here: World
-) -> tuple[dict[str, Any], str | None]:
-    """The trainer state rank ``here.rank`` resumes from, and what changed (None: nothing).
+) -> dict[str, Any]:
+    """The trainer state rank ``here.rank`` resumes from.
 
     ``trainer_state`` is rank 0's saved state, ``ranks`` the saved ``gather_rank_states`` (None
     for a one-process checkpoint). Same number of ranks: each rank gets its own part back (a
-    bit-exact continuation). Another number: the weights, optimizer and counters carry over, and
-    every env row starts a fresh episode.
+    bit-exact continuation). Another number: the weights, optimizer and counters carry over; the
+    saved env layout is marked with its rank count, so that it fits no rank and the Trainer starts
+    fresh episodes with its one warning ("env layout changed: num_envs 64 x 2 ranks -> 32").
     """
     saved = len(ranks) if ranks else 1
     if saved == here.world_size:
-        return {**trainer_state, **(ranks[here.rank] if ranks else {})}, None
-    state = {**trainer_state, "env": None, "env_layout": None}  # no rank replays another's rows
-    note = (
-        f"resumed a run of {saved} rank(s) with {here.world_size}: weights, optimizer and "
-        "counters restored, every env row starts a fresh episode (not bit-exact)"
-    )
-    return state, note
+        return {**trainer_state, **(ranks[here.rank] if ranks else {})}
+    layout = dict(trainer_state.get("env_layout") or {})
+    layout["num_envs"] = f"{layout.get('num_envs')} x {saved} rank{'s' * (saved > 1)}"
+    return {**trainer_state, "env_layout": layout}

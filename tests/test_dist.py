@@ -132,21 +132,19 @@ def test_collectives_without_a_group_are_local() -> None:
 
 def test_resume_with_the_same_ranks_gives_each_rank_its_own_state() -> None:
     saved = {"policy": "w", "global_step": 10, "env": "e0", "env_layout": {"num_envs": 4}}
-    ranks = [{"global_step": 10, "env": "e0"}, {"global_step": 10, "env": "e1"}]
-    state, note = dist.rank_state(saved, ranks, dist.World(1, 2, 1, 2))
-    assert note is None and state["env"] == "e1" and state["policy"] == "w"
-    state, note = dist.rank_state(saved, None, dist.World())  # a one-process checkpoint
-    assert note is None and state == saved
-
-
-def test_resume_with_other_ranks_starts_fresh_episodes() -> None:
-    saved = {"policy": "w", "global_step": 10, "env": "e0", "env_layout": {"num_envs": 4}}
     ranks = [{"env": "e0"}, {"env": "e1"}]
-    state, note = dist.rank_state(saved, ranks, dist.World(0, 4, 0, 4))
-    assert state["global_step"] == 10 and state["env"] is None and state["policy"] == "w"
-    assert note is not None and "run of 2 rank(s) with 4" in note
-    state, note = dist.rank_state(saved, None, dist.World(1, 2, 1, 2))
-    assert state["env"] is None and note is not None and "run of 1 rank(s) with 2" in note
+    state = dist.rank_state(saved, ranks, dist.World(1, 2, 1, 2))
+    assert state["env"] == "e1" and state["policy"] == "w"
+    assert dist.rank_state(saved, None, dist.World()) == saved  # a one-process checkpoint
+
+
+def test_resume_with_other_ranks_marks_the_layout_so_episodes_start_fresh() -> None:
+    saved = {"policy": "w", "global_step": 10, "env": "e0", "env_layout": {"num_envs": 4}}
+    state = dist.rank_state(saved, [{"env": "e0"}, {"env": "e1"}], dist.World(0, 4, 0, 4))
+    assert state["global_step"] == 10 and state["policy"] == "w"
+    assert state["env_layout"] == {"num_envs": "4 x 2 ranks"}  # fits no VecEnv: fresh episodes
+    state = dist.rank_state(saved, None, dist.World(1, 2, 1, 2))
+    assert state["env_layout"] == {"num_envs": "4 x 1 rank"}
 
 
 # -- ranks -----------------------------------------------------------------------------------------
