@@ -105,11 +105,11 @@ class DistConfig:
     master_port: int = 0
     shutdown_timeout: float = 30.0
 
-    def validate(self, num_envs: int, world_size: int | None = None) -> None:
+    def validate(self, num_envs: int, world_size: int | None = None, device: str = "cpu") -> None:
         """Raise ``ValueError`` naming the bad value and the fix.
 
         ``num_envs`` is the global ``vector.num_envs``; ``world_size`` the ranks torchrun started
-        (None when not under torchrun).
+        (None when not under torchrun); ``device`` the run's ``device`` setting.
         """
         if isinstance(self.nproc, bool) or not isinstance(self.nproc, int) or self.nproc < 1:
             raise ValueError(f"dist.nproc={self.nproc!r} must be a positive integer (1 = no ranks)")
@@ -127,6 +127,14 @@ class DistConfig:
             )
         ranks = world_size or self.nproc
         local_rows(num_envs, ranks)
+        cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        if self.backend == "nccl" and not cuda:
+            raise ValueError(
+                f"dist.backend=nccl needs CUDA, but device={device} trains on the CPU: use "
+                "dist.backend=gloo (or auto)"
+            )
+        if cuda and world_size is None:  # under torchrun the ranks check their node at start
+            _check_gpus(device, self.nproc)
 
 
 @dataclass(frozen=True)
@@ -274,20 +282,27 @@ def rank_device(device: str, local: World) -> torch.device:
     dev = torch.device(device)
     if dev.type != "cuda":
         return dev
-    if dev.index is not None and local.local_world_size > 1:
-        raise ValueError(
-            f"device={device} would put all {local.local_world_size} ranks of this node on one "
-            "GPU: use device=cuda (rank i uses cuda:<local rank i>)"
-        )
-    count = torch.cuda.device_count()
-    if local.local_world_size > count:
-        raise ValueError(
-            f"{local.local_world_size} ranks on this node but {count} CUDA device(s): start at "
-            "most one rank per GPU (dist.nproc / torchrun --nproc-per-node)"
-        )
+    _check_gpus(device, local.local_world_size)
     dev = torch.device("cuda", local.local_rank if dev.index is None else dev.index)
     torch.cuda.set_device(dev)
     return dev
+
+
+def _check_gpus(device: str, local_ranks: int) -> None:
+    """``ValueError`` unless each of ``local_ranks`` ranks of a node can have a GPU of its own."""
+    if local_ranks == 1:
+        return
+    if ":" in device:
+        raise ValueError(
+            f"device={device} would put all {local_ranks} ranks of this node on one GPU: use "
+            "device=cuda (rank i uses cuda:<local rank i>)"
+        )
+    count = torch.cuda.device_count()
+    if local_ranks > count:
+        raise ValueError(
+            f"{local_ranks} ranks on this node but {count} CUDA device(s): start at most one rank "
+            "per GPU (dist.nproc / torchrun --nproc-per-node)"
+        )
 
 
 @contextlib.contextmanager

@@ -75,11 +75,20 @@ def test_num_envs_must_divide_by_the_ranks() -> None:
         (dist.DistConfig(timeout=0), None, "dist.timeout=0"),
         (dist.DistConfig(master_port=70000), None, "dist.master_port=70000"),
         (dist.DistConfig(nproc=2), 4, "torchrun already started 4"),
+        (dist.DistConfig(backend="nccl"), None, r"dist\.backend=nccl needs CUDA, but device=cpu"),
     ],
 )
 def test_bad_dist_settings_name_the_key(config, world_size, match) -> None:
     with pytest.raises(ValueError, match=match):
         config.validate(num_envs=8, world_size=world_size)
+
+
+def test_more_gpu_ranks_than_gpus_are_refused() -> None:
+    ranks = torch.cuda.device_count() + 2
+    with pytest.raises(ValueError, match=rf"{ranks} ranks on this node but {ranks - 2} CUDA"):
+        dist.DistConfig(nproc=ranks).validate(num_envs=8 * ranks, device="cuda")
+    with pytest.raises(ValueError, match="use device=cuda"):
+        dist.DistConfig(nproc=2).validate(num_envs=8, device="cuda:1")
 
 
 def test_torchrun_nproc_may_repeat_the_world_size() -> None:
