@@ -2,7 +2,8 @@
 
 Real runs in subprocesses: one run directory written by rank 0, global step counts, weights that
 stay bitwise identical on every rank, resume with the same and another number of ranks, a killed
-rank, SIGTERM, and torchrun. The learning test (cartpole solved with 2 ranks) is marked slow.
+rank, SIGTERM, and torchrun. The learning test (cartpole solved with 2 ranks) and the tests that need several runs (resume,
+SIGTERM, torchrun) are marked slow.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def test_parameters_stay_bitwise_identical_on_every_rank(tmp_path: Path) -> None
     assert digests["final0"] != digests["initial0"]
 
 
+@pytest.mark.slow  # three (or two) 2-rank runs: ~15 s on an idle 2-core machine
 def test_resume_with_the_same_and_another_number_of_ranks(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     base = [*SMALL, f"hydra.run.dir={run_dir}"]
@@ -182,6 +184,7 @@ def test_a_killed_rank_ends_the_run_with_an_error_naming_it(tmp_path: Path) -> N
     assert not _gone(children), "processes of the run outlived it"
 
 
+@pytest.mark.slow  # three (or two) 2-rank runs: ~15 s on an idle 2-core machine
 def test_sigterm_checkpoints_once_and_exits_143(tmp_path: Path) -> None:
     proc, run_dir, _, children = _start_long_run(tmp_path)
     proc.send_signal(signal.SIGTERM)
@@ -196,6 +199,7 @@ def test_sigterm_checkpoints_once_and_exits_143(tmp_path: Path) -> None:
     assert not _gone(children)
 
 
+@pytest.mark.slow  # three (or two) 2-rank runs: ~15 s on an idle 2-core machine
 def test_torchrun_ranks_share_one_run_directory(tmp_path: Path) -> None:
     r = subprocess.run(  # python -m torch.distributed.run is torchrun
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "puffer.train", *SMALL,
