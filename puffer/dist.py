@@ -20,7 +20,7 @@ Failures: ``launch`` sets a short monitor interval and no restarts, so a rank th
 makes the agent stop every other rank; ``launch`` then raises ``RankError`` naming the rank and its
 traceback or signal. Collectives time out after ``DistConfig.timeout`` seconds, so nothing hangs,
 and a rank dies with its parent (no orphans). SIGINT/SIGTERM reach every rank once (each rank runs
-in its own process group, as under torchrun); ``any_rank`` lets them stop at the same update.
+in its own process group, as under torchrun); ``agree`` lets them stop at the same update.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ __all__ = [
     "agree",
     "all_mean",
     "all_moments",
-    "any_rank",
     "broadcast_module",
     "broadcast_object",
     "gather_episodes",
@@ -552,16 +551,6 @@ def params_digest(module: nn.Module) -> str:
             h.update(name.encode())
             h.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def any_rank(flag: bool) -> bool:
-    """True on every rank when ``flag`` is true on any (e.g. "a signal arrived: stop now"), so all
-    ranks stop at the same update. Without a group: ``flag``."""
-    if not _active():
-        return bool(flag)
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
 
 
 def agree(*values: Any) -> tuple[Any, ...]:

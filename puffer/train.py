@@ -385,7 +385,10 @@ def follow_rank0() -> int:
     command line's config (for the device and backend), joins the group, and runs the config and
     run directory rank 0's Hydra job sends."""
     overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
-    cfg = compose(overrides)
+    try:
+        cfg = compose(overrides)
+    except ConfigError:
+        return EXIT_CONFIG  # rank 0 composes the same command line and reports the mistake
     _rank_logging()
     with dist.process_group(cfg.dist, cfg.device):
         job, run_dir = dist.broadcast_object(None)
