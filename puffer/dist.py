@@ -47,6 +47,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from puffer.seeding import rank_seed  # rank 0 keeps the seed; others: SeedSequence([seed, rank])
+
 __all__ = [
     "BACKENDS",
     "DistConfig",
@@ -203,18 +205,6 @@ def local_rows(num_envs: int, world_size: int) -> int:
             f"{lower + world_size}"
         )
     return num_envs // world_size
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """The seed of rank ``rank`` (rank 0 keeps ``seed``, so a one-rank run equals a plain run).
-
-    Other ranks draw a 63-bit int from ``numpy.random.SeedSequence([seed, rank])`` (numpy's
-    guide to parallel streams): independent of every other rank's and of plain seeds ``s + k``.
-    """
-    if rank == 0:
-        return int(seed)
-    hi, lo = (int(w) for w in np.random.SeedSequence([int(seed), int(rank)]).generate_state(2))
-    return ((hi << 32) | lo) & ((1 << 63) - 1)
 
 
 def rank_config(cfg: Any, here: World) -> Any:

@@ -31,7 +31,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from puffer import build, dist
+from puffer import build, dist, pruning
 from puffer import checkpoint as ckpt
 from puffer.config import (
     CONF_DIR,
@@ -344,9 +344,9 @@ def _run_job(cfg: DictConfig, run_dir: Path, console: Any) -> dict[str, Any]:
     if dist.torchrun_world() is not None:
         with dist.process_group(cfg.dist, cfg.device):
             dist.broadcast_object((OmegaConf.to_container(cfg), str(run_dir)))
-            return run(cfg, run_dir, console)
+            return run(cfg, run_dir, console, pruning.sinks(cfg))
     if cfg.dist.nproc == 1:
-        return run(cfg, run_dir, console)
+        return run(cfg, run_dir, console, pruning.sinks(cfg))
     job = OmegaConf.to_container(cfg)
     try:
         summary = dist.launch(run_rank, (job, str(run_dir), console is not None), cfg.dist)
@@ -374,8 +374,9 @@ def run_rank(job: dict[str, Any], run_dir: str, plain: bool = False) -> dict[str
 
         console = Console(force_terminal=False)
     with dist.process_group(cfg.dist, cfg.device):
+        sinks = pruning.sinks(cfg) if dist.world().is_rank0 else ()  # a sweep's trial reporter
         try:
-            return run(cfg, run_dir, console)
+            return run(cfg, run_dir, console, sinks)
         except TrainingInterrupted as e:
             return {"interrupted": e.signum}
 
@@ -527,9 +528,12 @@ def main() -> int:
             usage = f"\n{USAGE}" if message.startswith("cannot parse") else ""
             print(f"puffer: config error: {message}{usage}", file=sys.stderr)
             return EXIT_CONFIG
-        # The basic sweeper raises a failed job's error after its batch: tabulate the sweep.
+        # The basic sweeper raises a failed job's error after its batch, another sweeper its own
+        # (e.g. a study's storage out of reach): tabulate the sweep, say why it stopped.
         rows = write_sweep_summary(Checks.sweep_dir)
-        SweepSummary.failed_jobs = sum(r["status"] != "completed" for r in rows)
+        done = sum(r["status"] in ("completed", "pruned") for r in rows)
+        SweepSummary.failed_jobs = max(1, len(rows) - done)
+        print(f"puffer: the sweep stopped: {type(e).__name__}: {e}", file=sys.stderr)
     if SweepSummary.failed_jobs:
         print(f"puffer: {SweepSummary.failed_jobs} sweep job(s) did not complete", file=sys.stderr)
         return EXIT_FAILED
