@@ -24,7 +24,9 @@ from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
+from puffer import dist
 from puffer.checkpoint import CheckpointDir
+from puffer.dist import DistConfig
 from puffer.policy import PolicyConfig
 from puffer.ppo.config import PPOConfig
 from puffer.pruning import SweepConfig
@@ -120,6 +122,7 @@ class TrainConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
@@ -433,7 +436,12 @@ def validate(cfg: DictConfig) -> None:
             vec.timeout > 0,
             f"vector.timeout={vec.timeout}: must be a positive number of seconds.",
         )
-    _validate_dataclass(cfg.ppo, "ppo", num_envs=vec.num_envs)
+    torchrun = dist.torchrun_world()
+    ranks = torchrun.world_size if torchrun else None
+    _validate_dataclass(
+        cfg.dist, "dist", num_envs=vec.num_envs, world_size=ranks, device=cfg.device
+    )
+    _validate_dataclass(cfg.ppo, "ppo", num_envs=vec.num_envs // (ranks or cfg.dist.nproc))
     _validate_dataclass(cfg.policy, "policy")
     if cfg.resume is not None:
         run = Path(cfg.resume)
