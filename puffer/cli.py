@@ -3,6 +3,9 @@
 puffer train cartpole --timesteps 100000 [hydra overrides ...]
 puffer eval cartpole --episodes 10          # the newest run of that env under outputs/
 puffer list                                 # built-in envs, their spaces and descriptions
+puffer runs [PATH] [--env E] [--status S]   # a table of runs (puffer.runs)
+puffer report PATH [--out DIR]              # seeds aggregated: IQM curves with CIs (puffer.report)
+puffer export RUN --format onnx             # a deployable policy (puffer.export)
 """
 
 from __future__ import annotations
@@ -101,6 +104,13 @@ def parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="built-in envs with their spaces")
     ls.set_defaults(func=_list)
+
+    from puffer.export import add_export_parser
+    from puffer.report import add_report_parser
+    from puffer.runs import add_runs_parser
+
+    for add in (add_runs_parser, add_report_parser, add_export_parser):
+        add(sub)
     return p
 
 

@@ -1,0 +1,3 @@
+"""placeholder"""
+def add_export_parser(sub):
+    pass
