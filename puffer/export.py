@@ -1,3 +1,5 @@
 """placeholder"""
+
+
 def add_export_parser(sub):
     pass

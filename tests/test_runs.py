@@ -14,10 +14,10 @@ import pytest
 
 from puffer import runs
 
-BOOM = '''
+BOOM = """
 def boom(**kwargs):
     raise RuntimeError("boom: this env cannot be built")
-'''
+"""
 
 
 def _puffer(cwd: Path, *args: str, helpers) -> subprocess.CompletedProcess[str]:
@@ -95,7 +95,9 @@ def test_statuses_of_real_runs(run_dirs):
     base = run_dirs["base"]
     assert run_dirs["listed_while_running"] == run_dirs["interrupted"]
     later = time.time() + runs.STALE_SECONDS + 1  # the killed run's silence is then long enough
-    got = {Path(r.run): r for r in (runs.read_run(d, now=later) for d in runs.find_run_dirs([base]))}
+    got = {
+        Path(r.run): r for r in (runs.read_run(d, now=later) for d in runs.find_run_dirs([base]))
+    }
     assert len(got) == 4
     completed = got[run_dirs["completed"]]
     assert (completed.status, completed.env, completed.policy) == ("completed", "bandit", "mlp")
