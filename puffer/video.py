@@ -91,11 +91,20 @@ def make_render_env(cfg: Any, seed: int) -> Any:
         )
 
 
+MAX_WIDTH = 320  # wider frames are kept at every 2nd (4th, ...) pixel: 500 frames stay ~100 MB
+
+
+def _shrink(frame: np.ndarray) -> np.ndarray:
+    stride = -(-frame.shape[1] // MAX_WIDTH)
+    return frame[::stride, ::stride] if stride > 1 else frame
+
+
 def record(
-    policy: Any, vecenv: Any, episodes: int, *, seed: int, max_frames: int = 2000
+    policy: Any, vecenv: Any, episodes: int, *, seed: int, max_frames: int = 1000
 ) -> list[Episode]:
     """Play ``episodes`` episodes on row 0 of the one-row ``vecenv`` with ``policy``'s
-    deterministic actions, keeping a frame per step (at most ``max_frames`` per episode)."""
+    deterministic actions, keeping a frame per step (at most ``max_frames`` per episode; frames
+    wider than ``MAX_WIDTH`` pixels are subsampled)."""
     import torch
 
     out: list[Episode] = []
@@ -105,7 +114,7 @@ def record(
     with torch.no_grad():
         while len(out) < episodes:
             if len(frames) < max_frames:
-                frames.append(frame_of(vecenv.render(0)))
+                frames.append(_shrink(frame_of(vecenv.render(0))))
             actions, state = policy.predict(obs, state, deterministic=True)
             obs, _, term, trunc, infos = vecenv.step(actions)
             if term[0] or trunc[0]:
@@ -137,11 +146,15 @@ def write_mp4(frames: np.ndarray, path: str | Path, fps: int = FPS) -> Path:
     return path
 
 
-def gif_bytes(frames: np.ndarray, fps: int = FPS) -> bytes:
-    """``frames`` as an animated GIF (for TensorBoard's image dashboard)."""
+GIF_FRAME_MS = 40  # GIF delays are in 10 ms units: 25 fps is exact
+
+
+def gif_bytes(frames: np.ndarray) -> bytes:
+    """``frames`` as an animated GIF (for TensorBoard's image dashboard), ``GIF_FRAME_MS`` a frame
+    (identical consecutive frames become one frame shown as long)."""
     import imageio.v3 as iio
 
-    return iio.imwrite("<bytes>", frames, extension=".gif", duration=1000 / fps, loop=0)
+    return iio.imwrite("<bytes>", frames, extension=".gif", duration=GIF_FRAME_MS, loop=0)
 
 
 def log_video(sinks: list[Any], tag: str, episode: Episode, mp4: Path, step: int) -> list[str]:
