@@ -13,8 +13,11 @@ learned: logging, dashboard, checkpoints, device) form one group. Per group:
   curve value when a run has none), IQM and mean with 95% CIs;
 - probability of improvement P(X > Y) between every two groups, with CIs.
 
-The statistics are rliable's (Agarwal et al. 2021, "Deep RL at the Edge of the Statistical
-Precipice": ``rliable.library.get_interval_estimates``, ``rliable.metrics``). Output: ``report.png``
+The method is rliable's (Agarwal et al. 2021, "Deep RL at the Edge of the Statistical
+Precipice"): its ``get_interval_estimates`` draws the stratified bootstrap and the percentile CIs;
+the statistics it resamples (IQM, mean, probability of improvement) are computed here in numpy
+with exactly rliable's definitions (``tests/test_report.py`` checks them against ``rliable.metrics``),
+because rliable's scipy calls cost ~1 ms each and a report resamples thousands of times. Output: ``report.png``
 (matplotlib), ``report.html`` (one self-contained page, plotly.js inlined: it opens offline), and
 ``report.json`` (every number shown). A sweep directory holding an Optuna study (an sqlite storage
 file, or an Optuna sweeper's jobs) adds Optuna's own plots: optimization history, parameter
@@ -165,6 +168,20 @@ def _iqm_per_column(scores: np.ndarray) -> np.ndarray:
     return x[cut : x.shape[0] - cut].mean(axis=0)
 
 
+def iqm(scores: np.ndarray) -> float:
+    """Interquartile mean of all values in ``scores`` (runs x tasks): ``rliable.metrics.aggregate_iqm``."""
+    return float(_iqm_per_column(np.asarray(scores, dtype=np.float64).reshape(-1, 1))[0])
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """P(X > Y) of scores ``x`` (runs_x, tasks) over ``y`` (runs_y, tasks), averaged over tasks:
+    the Mann-Whitney U statistic over ``runs_x * runs_y`` (ties count one half), as
+    ``rliable.metrics.probability_of_improvement`` computes it with scipy, in one numpy step."""
+    greater = (x[:, None, :] > y[None, :, :]).mean(axis=(0, 1))
+    ties = (x[:, None, :] == y[None, :, :]).mean(axis=(0, 1))
+    return float(np.mean(greater + 0.5 * ties))
+
+
 def _estimates(score_dict: dict[str, Any], func: Any, reps: int, seed: int) -> tuple[dict, dict]:
     """``rliable.library.get_interval_estimates`` (95% percentile stratified bootstrap), seeded."""
     import warnings
@@ -208,10 +225,9 @@ def learning_curves(
 
 def final_scores(groups: list[Group], reps: int, seed: int) -> dict[str, dict[str, Any]]:
     """Per group: the runs' final scores and their IQM and mean with 95% CIs."""
-    from rliable import metrics
 
     def aggregate(s: np.ndarray) -> np.ndarray:
-        return np.array([metrics.aggregate_iqm(s), metrics.aggregate_mean(s)])
+        return np.array([iqm(s), float(np.mean(s))])
 
     scores = {g.label: np.array([[r.final] for r in g.runs]) for g in groups}
     point, interval = _estimates(scores, aggregate, reps, seed)
@@ -232,7 +248,6 @@ def final_scores(groups: list[Group], reps: int, seed: int) -> dict[str, dict[st
 def improvement(groups: list[Group], reps: int, seed: int) -> list[dict[str, Any]]:
     """P(X > Y) for every pair of groups, X listed first (rliable's probability of improvement;
     P(Y > X) = 1 - P(X > Y))."""
-    from rliable import metrics
 
     pairs = {
         (x.label, y.label): (
@@ -246,7 +261,7 @@ def improvement(groups: list[Group], reps: int, seed: int) -> list[dict[str, Any
         return []
     point, interval = _estimates(
         {f"{a} > {b}": v for (a, b), v in pairs.items()},
-        metrics.probability_of_improvement,
+        probability_of_improvement,
         reps,
         seed,
     )

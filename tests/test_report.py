@@ -246,3 +246,19 @@ def test_bad_paths_are_named(tmp_path, helpers):
     (tmp_path / "empty").mkdir()
     proc = _puffer("report", "empty", cwd=tmp_path, helpers=helpers)
     assert proc.returncode == 1 and "no run under empty" in proc.stderr
+
+
+def test_statistics_are_rliables():
+    """The numpy IQM and probability of improvement the bootstrap resamples equal rliable's."""
+    from rliable import metrics
+
+    from puffer import report
+
+    rng = np.random.default_rng(0)
+    for runs_x, runs_y in ((3, 3), (5, 7), (8, 4), (13, 10)):
+        x = rng.normal(size=(runs_x, 2)).round(1)  # rounded: ties happen
+        y = rng.normal(size=(runs_y, 2)).round(1)
+        assert report.iqm(x) == pytest.approx(metrics.aggregate_iqm(x))
+        assert report.probability_of_improvement(x, y) == pytest.approx(
+            metrics.probability_of_improvement(x, y)
+        )
