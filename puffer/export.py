@@ -28,7 +28,15 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["add_export_parser", "deployable", "export_policy", "export_run", "main"]
+__all__ = [
+    "add_export_parser",
+    "deployable",
+    "export_arguments",
+    "export_command",
+    "export_policy",
+    "export_run",
+    "main",
+]
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 USAGE = """usage: python -m puffer.export run=<run dir> format=onnx|torchscript [checkpoint=<file or name>]
@@ -299,13 +307,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def add_export_parser(sub: Any) -> None:
-    """``puffer export RUN --format onnx``: register the subcommand on the CLI's subparsers."""
-    p = sub.add_parser("export", help="write a run's policy as ONNX or TorchScript")
+def export_arguments(p: Any) -> None:
+    """The ``puffer export`` arguments, on the argparse parser ``p``."""
     p.add_argument("run", help="a run directory")
     p.add_argument("--format", default="onnx", choices=list(FORMATS), help="default onnx")
     p.add_argument("--checkpoint", help="a checkpoint file or name (default: the latest)")
     p.add_argument("--out", help="output file (default RUN/export/policy.onnx or .pt)")
+
+
+def add_export_parser(sub: Any) -> None:
+    """``puffer export RUN --format onnx``: register the subcommand on the CLI's subparsers."""
+    p = sub.add_parser("export", help="write a run's policy as ONNX or TorchScript")
+    export_arguments(p)
     p.set_defaults(func=export_command)
 
 

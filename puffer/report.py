@@ -39,7 +39,16 @@ import numpy as np
 
 from puffer.runs import METRICS, SUMMARY, find_run_dirs, read_summary
 
-__all__ = ["Group", "RunData", "add_report_parser", "group_runs", "load_runs", "report"]
+__all__ = [
+    "Group",
+    "RunData",
+    "add_report_parser",
+    "group_runs",
+    "load_runs",
+    "report",
+    "report_arguments",
+    "report_command",
+]
 
 # Config keys that do not change what a run learns: runs differing only in these share a group.
 IGNORED = ("seed", "resume", "dashboard", "device", "torch_threads", "checkpoint.", "logger.")
@@ -562,9 +571,8 @@ def report(
     return stats
 
 
-def add_report_parser(sub: Any) -> None:
-    """``puffer report``: register the subcommand on the CLI's subparsers."""
-    p = sub.add_parser("report", help="multi-seed report of runs: IQM curves with CIs, PNG + HTML")
+def report_arguments(p: Any) -> None:
+    """The ``puffer report`` arguments, on the argparse parser ``p``."""
     p.add_argument(
         "paths", nargs="+", metavar="PATH", help="a sweep directory or directories of runs"
     )
@@ -574,6 +582,12 @@ def add_report_parser(sub: Any) -> None:
     )
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--points", type=int, default=50, help="points per curve (default 50)")
+
+
+def add_report_parser(sub: Any) -> None:
+    """``puffer report``: register the subcommand on the CLI's subparsers."""
+    p = sub.add_parser("report", help="multi-seed report of runs: IQM curves with CIs, PNG + HTML")
+    report_arguments(p)
     p.set_defaults(func=report_command)
 
 

@@ -36,6 +36,8 @@ __all__ = [
     "render_run_table",
     "run_status",
     "run_table",
+    "runs_arguments",
+    "runs_command",
     "sweep_rows",
     "write_json",
     "write_sweep_summary",
@@ -440,14 +442,19 @@ def render_run_table(rows: list[RunRow], console: Any = None, title: str = "runs
     console.print(table)
 
 
-def add_runs_parser(sub: Any) -> None:
-    """``puffer runs``: register the subcommand on the CLI's subparsers."""
-    p = sub.add_parser("runs", help="a table of runs (outputs/ and multirun_sweeps/, or PATH)")
+def runs_arguments(p: Any) -> None:
+    """The ``puffer runs`` arguments, on the argparse parser ``p``."""
     p.add_argument("paths", nargs="*", metavar="PATH", help="directories to search for runs")
     p.add_argument("--env", help="only runs of this env")
     p.add_argument("--status", help="only runs with this status (completed, failed, ...)")
     p.add_argument("--sort", default="start", choices=SORT_KEYS, help="sort key (default start)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+
+def add_runs_parser(sub: Any) -> None:
+    """``puffer runs``: register the subcommand on the CLI's subparsers."""
+    p = sub.add_parser("runs", help="a table of runs (outputs/ and multirun_sweeps/, or PATH)")
+    runs_arguments(p)
     p.set_defaults(func=runs_command)
 
 
