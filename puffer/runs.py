@@ -477,3 +477,35 @@ def runs_command(args: Any, extra: list[str] | None = None) -> int:
     else:
         render_run_table(rows, title=" ".join(str(p) for p in paths))
     return 0
+
+
+# -- hyperparameters and final metrics (TensorBoard HParams, W&B summary) ---------------------------
+
+
+def hparams(config: Any) -> dict[str, Any]:
+    """A run's composed config (DictConfig or dict) as flat ``{"ppo.learning_rate": 0.001, ...}``
+    without ``hydra``; lists and None become strings (what the HParams dashboard takes)."""
+    from omegaconf import OmegaConf
+
+    if not isinstance(config, dict):
+        config = OmegaConf.to_container(config, resolve=True)
+
+    def flat(d: Any, prefix: str) -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix: d if isinstance(d, bool | int | float | str) else str(d)}
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+
+    return flat({k: v for k, v in config.items() if k != "hydra"}, "")
+
+
+FINAL_KEYS = ("objective", "global_step", "sps", "wall_time", "eval_return")
+
+
+def final_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """``final/<key>`` for the summary's finite numbers among ``FINAL_KEYS``."""
+    return {
+        f"final/{k}": float(v) for k in FINAL_KEYS if (v := _finite(summary.get(k))) is not None
+    }
