@@ -108,7 +108,29 @@ def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, A
         raise CheckpointError(
             f"checkpoint {path} holds a {type(obj).__name__}, not a checkpoint dict"
         )
+    if obj.get("format") != "puffer.checkpoint":  # the run loop's or Trainer.save's older files
+        trainer = obj.get("trainer", obj)
+        if isinstance(trainer, dict) and "policy" in trainer:
+            obj = make(trainer, {"global_step": trainer.get("global_step", 0)})
     return obj
+
+
+FORMAT, VERSION = "puffer.checkpoint", 1
+
+
+def make(trainer_state: dict[str, Any], meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The checkpoint dict for ``trainer_state`` (``Trainer.state_dict()``) and ``meta``."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "trainer": trainer_state,
+        "meta": dict(meta or {}),
+    }
+
+
+def policy_state(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The policy's ``state_dict`` in a checkpoint ``load`` returned."""
+    return ckpt["trainer"]["policy"]
 
 
 class CheckpointDir:
@@ -126,9 +148,16 @@ class CheckpointDir:
         self.directory = Path(directory)
         self.keep = keep
 
+    def path(self, step: int) -> Path:
+        """Where the checkpoint for env step ``step`` goes: ``<directory>/model_<step>.pt``."""
+        return self.directory / f"model_{step:012d}.pt"
+
     def save(self, obj: dict[str, Any], step: int) -> Path:
         """Write the checkpoint for ``step``, point ``latest`` at it, delete the oldest beyond ``keep``."""
-        path = save(obj, self.directory / f"model_{step:012d}.pt")
+        return self.commit(save(obj, self.path(step)))
+
+    def commit(self, path: Path) -> Path:
+        """Point ``latest`` at the complete checkpoint ``path``; delete the oldest beyond ``keep``."""
         atomic_write(self.directory / "latest", lambda f: f.write(path.name + "\n"), binary=False)
         for old in self.all()[: -self.keep]:
             old.unlink(missing_ok=True)

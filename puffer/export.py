@@ -40,7 +40,7 @@ __all__ = [
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 USAGE = """usage: python -m puffer.export run=<run dir> format=onnx|torchscript [checkpoint=<file or name>]
-                            [out=<file>] [config overrides ...]
+                            [out=<file>]
 
 Writes the run's policy (its latest checkpoint, or the one named) as a deployable file, by default
 <run dir>/export/policy.onnx (or policy.pt), and <file>.json describing its inputs and outputs.
@@ -224,31 +224,31 @@ def _describe(path: Path, policy: nn.Module, fmt: str, inputs: list, outputs: li
 # -- from a run directory ---------------------------------------------------------------------------
 
 
-def load_policy(
-    run_dir: str | Path, checkpoint: str | None = None, overrides: list[str] = ()
-) -> Any:  # type: ignore[assignment]
-    """``(policy, checkpoint path)``: the run's policy with the checkpoint's weights, on CPU."""
+def load_policy(run_dir: str | Path, checkpoint: str | None = None) -> tuple[Any, Path, Any]:
+    """``(policy, checkpoint path, config)``: the run's policy (built from its own
+    ``.hydra/config.yaml``) with the weights of ``checkpoint`` (a file or a name in
+    ``<run>/checkpoints``; default the latest), on CPU, in eval mode.
+
+    Raises ``ConfigError`` if ``run_dir`` is not a run, ``CheckpointError`` naming the file if the
+    checkpoint is missing or does not fit the policy.
+    """
+    from omegaconf import OmegaConf
+
+    from puffer import build
     from puffer import checkpoint as ckpt
-    from puffer import policy as policies
-    from puffer.eval import _checkpoint_path, load_run
-    from puffer.train import load_checkpoint, make_vecenv, policy_config
+    from puffer.eval import _checkpoint_path, _load_policy
 
     run_dir = Path(run_dir)
-    cfg = load_run(run_dir, list(overrides))
+    cfg = build.reload(run_dir, OmegaConf.create())  # the run's own config, nothing on top
     path = _checkpoint_path(run_dir, checkpoint)
-    state = load_checkpoint(path)["trainer"]
-    vecenv = make_vecenv(cfg, num_envs=1, backend="serial")
+    saved = ckpt.load(path)
+    vecenv = build.make_vecenv(cfg, num_envs=1, backend="serial")
     try:
-        policy = policies.make(policy_config(cfg), vecenv)
+        policy = build.make_policy(cfg, vecenv)
     finally:
         vecenv.close()
-    try:
-        policy.load_state_dict(state["policy"])
-    except RuntimeError as e:
-        raise ckpt.CheckpointError(
-            f"checkpoint {path} does not fit this run's policy ({str(e).splitlines()[0]})"
-        ) from None
-    return policy.eval(), path
+    _load_policy(policy, saved, path)
+    return policy.cpu().eval(), path, cfg
 
 
 def export_run(
@@ -257,12 +257,11 @@ def export_run(
     *,
     checkpoint: str | None = None,
     out: str | Path | None = None,
-    overrides: list[str] = (),  # type: ignore[assignment]
 ) -> Path:
     """Export a run's policy; the file goes to ``out`` or ``<run>/export/policy.<ext>``."""
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt}: choose one of {', '.join(FORMATS)}")
-    policy, _ = load_policy(run_dir, checkpoint, overrides)
+    policy, _, _ = load_policy(run_dir, checkpoint)
     target = Path(out) if out else Path(run_dir) / "export" / f"policy{FORMATS[fmt]}"
     return export_policy(policy, target, fmt)
 
@@ -276,16 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
-    options, overrides = {}, []
+    options = {}
     for a in argv:
         key = a.split("=", 1)[0]
-        if "=" not in a:
-            print(f"puffer.export: error: {a!r} is not key=value\n\n{USAGE}", file=sys.stderr)
+        if "=" not in a or key not in ("run", "format", "checkpoint", "out"):
+            print(f"puffer.export: error: {a!r}: expected key=value with key run, format, "
+                  f"checkpoint or out\n\n{USAGE}", file=sys.stderr)  # fmt: skip
             return 2
-        if key in ("run", "format", "checkpoint", "out"):
-            options[key] = a.split("=", 1)[1]
-        else:
-            overrides.append(a)
+        options[key] = a.split("=", 1)[1]
     if "run" not in options:
         print(f"puffer.export: error: run=<run dir> is required\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -295,7 +292,6 @@ def main(argv: list[str] | None = None) -> int:
             options.get("format", "onnx"),
             checkpoint=options.get("checkpoint"),
             out=options.get("out"),
-            overrides=overrides,
         )
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"puffer.export: error: {e}", file=sys.stderr)
@@ -324,12 +320,16 @@ def add_export_parser(sub: Any) -> None:
 
 def export_command(args: Any, extra: list[str] | None = None) -> int:
     """Run ``puffer export`` with parsed ``args``; returns the exit code."""
+    extra = getattr(args, "overrides", None) or extra
     argv = [f"run={args.run}", f"format={args.format}"]
     if args.checkpoint:
         argv.append(f"checkpoint={args.checkpoint}")
     if args.out:
         argv.append(f"out={args.out}")
-    return main([*argv, *(extra or [])])
+    if extra:
+        print(f"puffer export: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
+        return 2
+    return main(argv)
 
 
 if __name__ == "__main__":

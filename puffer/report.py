@@ -593,6 +593,7 @@ def add_report_parser(sub: Any) -> None:
 
 def report_command(args: Any, extra: list[str] | None = None) -> int:
     """Run ``puffer report`` with parsed ``args``; returns the exit code."""
+    extra = getattr(args, "overrides", None) or extra
     if extra:
         print(f"puffer report: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
         return 2

@@ -74,7 +74,7 @@ def make_render_env(cfg: Any, seed: int) -> Any:
     """A one-row serial VecEnv of ``cfg``'s env that renders images when the env can
     (``render_mode="rgb_array"``), text otherwise; separate from any training rows."""
     from puffer import vector
-    from puffer.train import env_creator
+    from puffer.build import env_creator
 
     creator, kwargs = env_creator(cfg)
     try:
@@ -231,21 +231,16 @@ def run_sinks(cfg: Any, run_dir: Path) -> list[Any]:
 
 
 def videos_of_run(
-    run_dir: str | Path,
-    checkpoint: str | None = None,
-    episodes: int = 1,
-    overrides: list[str] = (),  # type: ignore[assignment]
+    run_dir: str | Path, checkpoint: str | None = None, episodes: int = 1
 ) -> list[Path]:
     """``python -m puffer.eval run=<dir> video=true``: videos of the run's policy (its latest
     checkpoint or the one named) under ``<run_dir>/videos/``, logged to the run's sinks."""
-    from puffer.eval import load_run
+    from puffer import checkpoint as ckpt
     from puffer.export import load_policy
-    from puffer.train import load_checkpoint
 
     run_dir = Path(run_dir)
-    cfg = load_run(run_dir, list(overrides))
-    policy, path = load_policy(run_dir, checkpoint, overrides)
-    step = int(load_checkpoint(path).get("global_step", 0))
+    policy, path, cfg = load_policy(run_dir, checkpoint)
+    step = int(ckpt.load(path).get("meta", {}).get("global_step", 0))
     sinks = run_sinks(cfg, run_dir)
     try:
         return save_videos(

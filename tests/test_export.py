@@ -42,11 +42,10 @@ def trained(tmp_path_factory, helpers):
 def _play(run_dir: Path, policy, fmt: str, path: Path, steps: int = 40) -> int:
     """Play the run's env with the policy; at every step the exported file, fed the same
     observations (and state), gives the same actions and values. Returns the steps compared."""
-    from puffer.eval import load_run
-    from puffer.train import make_vecenv
+    from puffer import build
 
-    cfg = load_run(run_dir)
-    vecenv = make_vecenv(cfg, num_envs=4, backend="serial")
+    _, _, cfg = export.load_policy(run_dir)
+    vecenv = build.make_vecenv(cfg, num_envs=4, backend="serial")
     inputs, _ = export.io_names(policy.is_recurrent)
     try:
         obs, _ = vecenv.reset(7)
@@ -88,7 +87,7 @@ def test_exported_policy_matches_the_policy(trained, tmp_path, helpers, kind, fm
     info = json.loads(out.with_suffix(".json").read_text())
     assert info["recurrent"] is (kind == "lstm")
     assert info["inputs"] == (["obs", "h", "c"] if kind == "lstm" else ["obs"])
-    policy, _ = export.load_policy(run_dir)
+    policy, _, _ = export.load_policy(run_dir)
     assert _play(run_dir, policy, fmt, out) == 40
 
 
@@ -117,7 +116,7 @@ def test_bad_format_and_run_are_named(trained, helpers):
     )
     assert bad.returncode == 2 and "format=tflite" in bad.stderr and "onnx" in bad.stderr
     missing = subprocess.run(
-        [sys.executable, "-m", "puffer.export", "run=no/such/run"],
+        [sys.executable, "-m", "puffer.export", "run=no/such/run", "format=onnx"],
         env=helpers.clean_env(),
         capture_output=True,
         text=True,

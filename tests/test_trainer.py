@@ -321,7 +321,7 @@ def test_resume_before_the_first_rollout(backend, tmp_path):
     full = run(straight, 2)
     first = make(1)
     path = first.save(tmp_path / "start.pt")
-    assert checkpoint.load(path)["env"] is not None
+    assert checkpoint.load(path)["trainer"]["env"] is not None
     first.close()
     resumed = make(99)
     resumed.load(path)

@@ -58,11 +58,9 @@ def test_text_renderings_become_images():
 
 
 def test_mp4_has_one_frame_per_step(cartpole_run, tmp_path):
-    from puffer.eval import load_run
     from puffer.export import load_policy
 
-    cfg = load_run(cartpole_run)
-    policy, _ = load_policy(cartpole_run)
+    policy, _, cfg = load_policy(cartpole_run)
     env = video.make_render_env(cfg, seed=3)
     try:
         episodes = video.record(policy, env, 2, seed=3)

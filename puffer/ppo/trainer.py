@@ -632,13 +632,34 @@ class Trainer:
         else:  # the env cannot be restored: start fresh episodes, keep the learned state
             self._start_episodes(self.seed + self.epoch)
 
-    def save(self, path: str | Any) -> Any:
-        """Write ``state_dict()`` to ``path`` atomically; returns the path."""
-        return checkpoint.save(self.state_dict(), path)
+    def save(self, path: str | Any, meta: dict[str, Any] | None = None) -> Any:
+        """Write ``checkpoint.make(state_dict(), meta)`` to ``path`` atomically; returns the path."""
+        env = {
+            "num_envs": self.vecenv.num_envs,
+            "num_workers": getattr(self.vecenv, "num_workers", None),
+        }
+        run = {"global_step": self.global_step, "update_count": self.epoch, "env": env}
+        return checkpoint.save(checkpoint.make(self.state_dict(), {**run, **(meta or {})}), path)
 
-    def load(self, path: str | Any) -> None:
-        """Restore a checkpoint written by ``save``; raises ``CheckpointError`` naming the file."""
-        state = checkpoint.load(path)
+    def load(self, path: str | Any) -> dict[str, Any]:
+        """Restore any puffer checkpoint; ``CheckpointError`` naming the file if it does not fit.
+        An env state from another worker layout is dropped (fresh episodes, one warning)."""
+        import warnings
+
+        ckpt = checkpoint.load(path)
+        if ckpt.get("format") != "puffer.checkpoint":
+            raise checkpoint.CheckpointError(f"checkpoint {path} is not a puffer checkpoint")
+        state = dict(ckpt["trainer"])
+        saved = state.get("env") or {}
+        ours = getattr(self.vecenv, "num_workers", None)
+        if isinstance(saved, dict) and saved.get("num_workers") not in (None, ours):
+            warnings.warn(
+                f"resumed at global_step={state['global_step']} with num_workers "
+                f"{saved['num_workers']} -> {ours} (fresh episodes): the continuation is not "
+                "bit-exact",
+                stacklevel=2,
+            )
+            state["env"] = None
         try:
             self.load_state_dict(state)
         except (KeyError, ValueError) as e:
@@ -646,6 +667,18 @@ class Trainer:
             raise checkpoint.CheckpointError(
                 f"checkpoint {path} does not fit this trainer: {detail}"
             ) from None
+        return ckpt
+
+    # The contract's names (CONTRACTS.md) until the trainer branch lands: the front end uses these.
+    def rollout(self) -> dict[str, float]:
+        return self.evaluate()
+
+    def update(self) -> dict[str, float]:
+        return self.train()
+
+    @property
+    def update_count(self) -> int:
+        return self.epoch
 
     def close(self) -> None:
         """Close the VecEnv."""
