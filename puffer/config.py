@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from puffer.checkpoint import CheckpointDir
+from puffer.evaluation import PeriodicEvalConfig
 from puffer.policy import PolicyConfig
 from puffer.ppo.config import PPOConfig
 
@@ -124,6 +125,8 @@ class TrainConfig:
     torch_threads: int | None = 1
     resume: str | None = None  # a run directory to continue
     dashboard: str = "auto"  # "auto" | "rich" | "plain" | "off"
+    eval: PeriodicEvalConfig = field(default_factory=PeriodicEvalConfig)  # puffer.evaluation
+    objective: str = "train"  # what a sweep optimizes: "train" (last 100 episodes) | "eval"
 
 
 @dataclass
@@ -399,6 +402,7 @@ def validate(cfg: DictConfig) -> None:
         ("dashboard", DASHBOARDS),
         ("vector.backend", BACKENDS),
         ("logger.wandb.mode", WANDB_MODES),
+        ("objective", ("train", "eval")),
     ):
         value = OmegaConf.select(cfg, key)
         _require(value in choices, f"{key}={value!r}: use one of {', '.join(choices)}.")
@@ -433,6 +437,11 @@ def validate(cfg: DictConfig) -> None:
         )
     _validate_dataclass(cfg.ppo, "ppo", num_envs=vec.num_envs)
     _validate_dataclass(cfg.policy, "policy")
+    _validate_dataclass(cfg.eval, "eval")
+    _require(
+        cfg.objective != "eval" or bool(cfg.eval.every or cfg.eval.stop_at is not None),
+        "objective=eval needs evaluation during training: add eval.every=<updates>.",
+    )
     if cfg.resume is not None:
         run = Path(cfg.resume)
         _require(run.is_dir(), f"resume={cfg.resume}: no such run directory.")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Evaluator", "PeriodicEvalConfig", "StopAt", "play"]
+__all__ = ["Evaluator", "PeriodicEvalConfig", "StopAt", "make_evaluator", "play"]
 
 MAX_ROWS = 16  # eval env rows stepped together; each plays its share of the episodes
 SEED_OFFSET = 1_000_003  # eval episodes start from other states than the training rows
@@ -126,14 +126,16 @@ class Evaluator:
         seed: int,
         config: Mapping[str, Any] | None = None,
         video_cfg: Any = None,
+        is_objective: bool = False,
     ):
         self.settings = settings
         self.run_dir = Path(run_dir)
         self.seed = int(seed) + SEED_OFFSET
         self.config = dict(config or {})
         self.video_cfg = video_cfg  # the run's DictConfig, to build a rendering env for videos
+        self.is_objective = is_objective  # objective=eval: the run's objective is self.last
+        self.best = _saved_best(self.run_dir / "checkpoints" / "best.pt")  # a resumed run's
         self.vecenv = make_vecenv(min(settings.episodes, MAX_ROWS))
-        self.best = -math.inf
         self.last: float | None = None
         self.sinks: list[Any] = []  # the run's sinks, for videos (set by the run loop)
 
@@ -187,3 +189,36 @@ class Evaluator:
 
     def close(self) -> None:
         self.vecenv.close()
+
+
+def _saved_best(path: Path) -> float:
+    """The eval return a run's ``best.pt`` was saved with (-inf if there is none)."""
+    if not path.is_file():
+        return -math.inf
+    from puffer import checkpoint as ckpt
+
+    try:
+        return float(ckpt.load(path).get("meta", {}).get("eval_return", -math.inf))
+    except ckpt.CheckpointError:
+        return -math.inf
+
+
+def make_evaluator(cfg: Any, run_dir: str | Path) -> Evaluator | None:
+    """The ``Evaluator`` a training run's ``cfg.eval`` asks for (None when evaluation is off); its
+    env rows are a serial VecEnv of the run's env, built like the training one (``puffer.build``)."""
+    from omegaconf import OmegaConf
+
+    from puffer import build
+
+    settings = OmegaConf.to_object(cfg.eval)
+    if settings.interval == 0:
+        return None
+    return Evaluator(
+        settings,
+        lambda n: build.make_vecenv(cfg, num_envs=n, backend="serial"),
+        run_dir,
+        seed=cfg.seed,
+        config=OmegaConf.to_container(cfg, resolve=False),
+        video_cfg=cfg,
+        is_objective=cfg.objective == "eval",
+    )
