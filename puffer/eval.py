@@ -212,7 +212,7 @@ def _task(cfg: DictConfig) -> None:
     if cfg.video:
         from puffer.video import videos_of_run
 
-        paths = videos_of_run(run_dir, cfg.checkpoint, episodes=cfg.episodes)
+        paths = videos_of_run(run_dir, cfg.checkpoint, episodes=cfg.episodes, cfg=run)
         print(f"videos: {', '.join(str(p) for p in paths)} (also in TensorBoard/W&B as eval/video)")
 
 

@@ -224,9 +224,11 @@ def _describe(path: Path, policy: nn.Module, fmt: str, inputs: list, outputs: li
 # -- from a run directory ---------------------------------------------------------------------------
 
 
-def load_policy(run_dir: str | Path, checkpoint: str | None = None) -> tuple[Any, Path, Any]:
-    """``(policy, checkpoint path, config)``: the run's policy (built from its own
-    ``.hydra/config.yaml``) with the weights of ``checkpoint`` (a file or a name in
+def load_policy(
+    run_dir: str | Path, checkpoint: str | None = None, cfg: Any = None
+) -> tuple[Any, Path, Any]:
+    """``(policy, checkpoint path, config)``: the run's policy (built from ``cfg``, by default the
+    run's own ``.hydra/config.yaml``) with the weights of ``checkpoint`` (a file or a name in
     ``<run>/checkpoints``; default the latest), on CPU, in eval mode.
 
     Raises ``ConfigError`` if ``run_dir`` is not a run, ``CheckpointError`` naming the file if the
@@ -239,7 +241,8 @@ def load_policy(run_dir: str | Path, checkpoint: str | None = None) -> tuple[Any
     from puffer.eval import _checkpoint_path, _load_policy
 
     run_dir = Path(run_dir)
-    cfg = build.reload(run_dir, OmegaConf.create())  # the run's own config, nothing on top
+    if cfg is None:
+        cfg = build.reload(run_dir, OmegaConf.create())  # the run's own config, nothing on top
     path = _checkpoint_path(run_dir, checkpoint)
     saved = ckpt.load(path)
     vecenv = build.make_vecenv(cfg, num_envs=1, backend="serial")

@@ -231,15 +231,16 @@ def run_sinks(cfg: Any, run_dir: Path) -> list[Any]:
 
 
 def videos_of_run(
-    run_dir: str | Path, checkpoint: str | None = None, episodes: int = 1
+    run_dir: str | Path, checkpoint: str | None = None, episodes: int = 1, cfg: Any = None
 ) -> list[Path]:
     """``python -m puffer.eval run=<dir> video=true``: videos of the run's policy (its latest
-    checkpoint or the one named) under ``<run_dir>/videos/``, logged to the run's sinks."""
+    checkpoint or the one named; ``cfg`` defaults to the run's own config) under
+    ``<run_dir>/videos/``, logged to the run's sinks."""
     from puffer import checkpoint as ckpt
     from puffer.export import load_policy
 
     run_dir = Path(run_dir)
-    policy, path, cfg = load_policy(run_dir, checkpoint)
+    policy, path, cfg = load_policy(run_dir, checkpoint, cfg)
     step = int(ckpt.load(path).get("meta", {}).get("global_step", 0))
     sinks = run_sinks(cfg, run_dir)
     try:

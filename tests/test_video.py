@@ -97,3 +97,20 @@ def test_videos_of_a_run_are_written_and_logged(cartpole_run, helpers):
     # W&B continues the run's id in a new offline run directory (the last one made).
     latest = sorted((cartpole_run / "wandb").glob("offline-run-*"))[-1]
     assert b"eval/video" in helpers.wandb_data(latest, b"eval/video")
+
+
+def test_puffer_eval_video_true(cartpole_run, helpers, tmp_path):
+    import shutil
+
+    shutil.rmtree(cartpole_run / "videos", ignore_errors=True)
+    proc = helpers.run_module(
+        "puffer.eval", f"run={cartpole_run}", "episodes=2", "video=true", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "mean return" in proc.stdout and "videos:" in proc.stdout
+    made = set((cartpole_run / "videos").glob("*.mp4")) - before
+    assert len(made) == 2 or {p.name for p in made} <= {
+        "step000002048-ep0.mp4",
+        "step000002048-ep1.mp4",
+    }
+    assert (cartpole_run / "videos" / "step000002048-ep1.mp4").is_file()
