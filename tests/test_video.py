@@ -108,9 +108,6 @@ def test_puffer_eval_video_true(cartpole_run, helpers, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "mean return" in proc.stdout and "videos:" in proc.stdout
-    made = set((cartpole_run / "videos").glob("*.mp4")) - before
-    assert len(made) == 2 or {p.name for p in made} <= {
-        "step000002048-ep0.mp4",
-        "step000002048-ep1.mp4",
-    }
-    assert (cartpole_run / "videos" / "step000002048-ep1.mp4").is_file()
+    names = sorted(p.name for p in (cartpole_run / "videos").glob("*.mp4"))
+    assert names == ["step000002048-ep0.mp4", "step000002048-ep1.mp4"]  # 2 episodes, step 2048
+    assert all(_mp4_frames(cartpole_run / "videos" / n)[0] > 5 for n in names)
