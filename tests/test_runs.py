@@ -110,6 +110,8 @@ def test_statuses_of_real_runs(run_dirs):
     assert interrupted.status == "interrupted" and 0 < interrupted.steps < 10_000_000
     crashed = got[run_dirs["crashed"]]
     assert crashed.status == "failed" and "crashed" in crashed.error
+    # summary.json records the pid: the crash shows at once, without waiting for silence.
+    assert runs.read_run(run_dirs["crashed"]).status == "failed"
     assert crashed.steps is not None and crashed.steps > 0  # from metrics.jsonl's last line
 
 
