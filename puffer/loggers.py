@@ -71,7 +71,7 @@ class LogProgress:
             "step %s/%s | update %d | %s sps | return %s",
             f"{step:,}",
             f"{self.total:,}",
-            int(m.get("update", m.get("epoch", 0))),
+            int(m.get("update", 0)),
             f"{m['sps']:,.0f}" if "sps" in m else "-",
             "-" if ret is None else f"{ret:.4g}",
         )

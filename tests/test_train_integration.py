@@ -19,7 +19,7 @@ from puffer.loggers import read_jsonl
 
 TRAINING_KEYS = {
     "global_step",
-    "epoch",
+    "update",
     "sps",
     "learning_rate",
     "losses/policy_loss",
@@ -310,7 +310,8 @@ def test_resume_from_a_foreign_checkpoint_names_the_file(tmp_path):
     from puffer.build import make_trainer
     from puffer.config import compose
 
-    foreign = checkpoint.save({"weights": torch.zeros(3)}, tmp_path / "model_000000000001.pt")
+    foreign = tmp_path / "model_000000000001.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(checkpoint.CheckpointError, match="not a puffer checkpoint") as e:
         make_trainer(compose(["vector.num_envs=8"]), checkpoint=foreign)
     assert str(foreign) in str(e.value)
