@@ -26,6 +26,7 @@ importances and slices.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -328,7 +329,7 @@ def optuna_figures(sweep_dir: Path) -> tuple[list[tuple[str, Any]], list[str]]:
                 continue
             plots = {
                 "optimization history": vis.plot_optimization_history,
-                "parameter importances": vis.plot_param_importances,
+                "parameter importances": functools.partial(_importances, notes=notes),
                 "slices": vis.plot_slice,
             }
             for name, plot in plots.items():
@@ -340,6 +341,22 @@ def optuna_figures(sweep_dir: Path) -> tuple[list[tuple[str, Any]], list[str]]:
                 except Exception as e:  # a plot Optuna cannot draw for this study: say why
                     notes.append(f"study {s.study_name}: no {name} ({e})")
     return figures, notes
+
+
+def _importances(study: Any, notes: list[str], **kw: Any) -> Any:
+    """Optuna's parameter-importance plot: fANOVA (its default), or mean decrease in impurity
+    when fANOVA fails (optuna 2.x's fANOVA breaks on current scikit-learn/numpy)."""
+    import optuna
+    from optuna import visualization as vis
+
+    try:
+        return vis.plot_param_importances(study, **kw)
+    except Exception as e:
+        notes.append(
+            f"study {study.study_name}: fANOVA failed ({e}); importances by mean decrease in impurity"
+        )
+        evaluator = optuna.importance.MeanDecreaseImpurityImportanceEvaluator()
+        return vis.plot_param_importances(study, evaluator=evaluator, **kw)
 
 
 def _one_objective(plot: Any, study: Any, kw: dict[str, Any]) -> Any:
