@@ -94,7 +94,7 @@ def render_rgb(x: float, theta: float, width: int = 600, height: int = 400) -> n
     px = (cx + pole * math.sin(theta)).astype(int)
     py = (track - cart_h // 4 - pole * math.cos(theta)).astype(int)
     for d in range(-5, 5):
-        ok = (0 <= px + d) & (px + d < width) & (0 <= py) & (py < height)
+        ok = (px + d >= 0) & (px + d < width) & (py >= 0) & (py < height)
         img[py[ok], px[ok] + d] = (202, 152, 101)
     return img
 
