@@ -190,6 +190,16 @@ def make_trainer(cfg: DictConfig, checkpoint: str | os.PathLike[str] | None = No
     return trainer
 
 
+def _sweep_dir() -> str | None:
+    """The sweep directory of this Hydra multirun job (its W&B group), else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return str(HydraConfig.get().sweep.dir)
+    return None
+
+
 def make_loggers(
     cfg: DictConfig,
     run_dir: Path,
@@ -216,7 +226,8 @@ def make_loggers(
             assert isinstance(config, dict)
             loggers.add(
                 Wandb(run_dir, config, mode=w.mode, project=w.project, entity=w.entity,
-                      group=w.group, tags=list(w.tags), name=f"{label}/{run_dir.name}")
+                      group=w.group or _sweep_dir(), tags=list(w.tags),
+                      name=f"{label}/{run_dir.name}")
             )  # fmt: skip
         for sink in sinks:
             loggers.add(sink)

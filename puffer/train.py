@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -42,8 +43,17 @@ from puffer.config import (
     explain,
     validate,
 )
+from puffer.evaluation import make_evaluator
 from puffer.loggers import Loggers, StopRun
-from puffer.runs import SUMMARY, SweepSummary, read_summary, write_json, write_sweep_summary
+from puffer.runs import (
+    SUMMARY,
+    SweepSummary,
+    final_metrics,
+    hparams,
+    read_summary,
+    write_json,
+    write_sweep_summary,
+)
 
 log = logging.getLogger("puffer")
 
@@ -168,12 +178,13 @@ def run(
     writer = dist.world().is_rank0  # a distributed run's other ranks write nothing
     started = time.time()
     summary: dict[str, Any] = {"status": "starting", "env": _label(cfg), "run_dir": str(run_dir)}
-    if not resuming and writer:  # `started` says which run is newest (puffer eval), resumed or not
+    summary.update(pid=os.getpid(), host=socket.gethostname())  # puffer runs: alive or crashed
+    if not resuming and writer:  # `started` says which run is newest (puffer eval <env>), resumed or not
         summary["started"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / SUMMARY, summary)
     stop = StopFlag()
-    loggers = trainer = None
+    loggers = trainer = evaluator = None
     status, touched = "failed", not resuming and writer
     sps: deque[float] = deque(maxlen=10)  # the last updates' rates, for the summary
     with stop.installed(), ExitStack() as logs:
@@ -205,15 +216,24 @@ def run(
             checkpoints = ckpt.CheckpointDir(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
             last_saved = int(trainer.global_step) if resuming else -1
             resume_step = trainer.global_step if resuming else None
+            # eval.*: None unless evaluation is on; rank 0 alone evaluates (dist.agree shares a stop)
+            evaluator = make_evaluator(cfg, run_dir) if writer else None
+            if evaluator is not None:
+                logs.callback(evaluator.close)
+                sinks = (*sinks, *evaluator.stop_sinks())
             loggers = (
                 build.make_loggers(cfg, run_dir, trainer, resume_step, console, sinks)
                 if writer
                 else Loggers()
             )
+            if evaluator is not None:
+                evaluator.sinks = loggers.sinks  # videos go to TensorBoard and W&B
             status = "completed"
             while not trainer.done:
                 trainer.rollout()
                 metrics = trainer.update()
+                if evaluator is not None and evaluator.due(trainer.update_count, trainer.done):
+                    metrics = {**metrics, **evaluator(trainer)}
                 if metrics.get("sps") is not None:
                     sps.append(float(metrics["sps"]))
                 ended = None
@@ -261,22 +281,30 @@ def run(
             if stop.signum is not None:
                 name = signal.Signals(stop.signum).name
                 log.error("puffer: stopped by %s; checkpoint and logs saved in %s", name, run_dir)
-            _finish(run_dir, summary, status, touched, trainer, loggers, sps, started)
+            _finish(
+                run_dir, summary, status, touched, trainer, loggers, sps, started, cfg, evaluator
+            )
     if stop.signum is not None:
         raise TrainingInterrupted(stop.signum)
     return summary
 
 
-def _finish(run_dir, summary, status, touched, trainer, loggers, sps, started) -> None:  # type: ignore[no-untyped-def]
+def _finish(
+    run_dir, summary, status, touched, trainer, loggers, sps, started, cfg, evaluator
+) -> None:  # type: ignore[no-untyped-def]
     """Close the sinks and the env and write the summary (only if this attempt touched the run).
 
     Still under the signal handlers: a SIGTERM now must not kill the process before the logs are
     flushed, W&B is finished, the workers are reaped and the summary is out.
     """
     latest = ckpt.CheckpointDir(run_dir / "checkpoints").latest()
+    score = objective(trainer)
+    if evaluator is not None:  # eval.*: the last eval return, the objective with objective=eval
+        summary["eval_return"] = evaluator.last
+        score = evaluator.last if evaluator.is_objective else score
     summary.update(
         status=status,
-        objective=objective(trainer),
+        objective=score,
         global_step=int(trainer.global_step) if trainer is not None else 0,
         update=int(trainer.update_count) if trainer is not None else 0,
         sps=round(sum(sps) / len(sps), 1) if sps else None,
@@ -285,7 +313,11 @@ def _finish(run_dir, summary, status, touched, trainer, loggers, sps, started) -
     )
     try:
         if loggers is not None:
-            loggers.close()
+            try:
+                if trainer is not None:  # TensorBoard's HParams dashboard, W&B's run summary
+                    loggers.log_hparams(hparams(cfg), final_metrics(summary))
+            finally:
+                loggers.close()
     finally:
         if trainer is not None:
             trainer.close()
