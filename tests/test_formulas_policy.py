@@ -104,7 +104,7 @@ def test_lstm_sequence_by_hand_with_episode_starts():
     # one step at a time gives the same
     st = state
     for k in range(T):
-        p_k, v_k, st = policy(
+        _, v_k, st = policy(
             torch.tensor(obs[:, k], dtype=torch.float32), st, torch.tensor(starts[:, k])
         )
         np.testing.assert_allclose(v_k.detach().numpy(), value[:, k].detach().numpy(), atol=1e-5)
@@ -194,10 +194,10 @@ def test_cnn_options_set_the_layer_shapes():
     ]
     h, w = (20 - 4) // 2 + 1, (24 - 4) // 2 + 1  # 9, 11
     h, w = h - 3 + 1, w - 3 + 1  # 7, 9
-    fc = [m for m in policy.encoder.modules() if isinstance(m, nn.Linear)][0]
+    fc = next(m for m in policy.encoder.modules() if isinstance(m, nn.Linear))
     assert (fc.in_features, fc.out_features) == (6 * h * w, 10)
     img = torch.randint(0, 256, (2, 3, 20, 24), dtype=torch.uint8)
-    a, va, _ = policy(img)
+    _, va, _ = policy(img)
     with torch.no_grad():
         scaled = img.float() / 255
         feats = policy.encoder.net(scaled)
