@@ -65,11 +65,11 @@ def run_puffer(seed: int, threads: int, max_seconds: float) -> dict[str, object]
     )
     ok = False
     while not trainer.done and time.perf_counter() - start < max_seconds:
-        trainer.evaluate()
+        trainer.rollout()
         if solved(deque(trainer.recent_episodes("episode_return"), maxlen=WINDOW)):
             ok = True
             break
-        trainer.train()
+        trainer.update()
     return result("puffer", seed, ok, trainer.global_step, time.perf_counter() - start)
 
 

@@ -1,8 +1,18 @@
-"""Checkpoint files: atomic writes, clear errors on unreadable files, a rotating directory.
+"""Checkpoints: the one puffer checkpoint format, atomic writes, clear errors, a rotating directory.
 
-A checkpoint is a dict saved with ``torch.save`` and loaded with ``weights_only=True``: tensors,
-numpy arrays and scalars of numeric/bool dtypes, and plain Python values (store RNG states as
-lists/ints, not tuples). Nothing else is unpickled, so a checkpoint cannot run code.
+A checkpoint is a dict written with ``torch.save`` and read with ``weights_only=True``::
+
+    {"format": "puffer.checkpoint", "version": 1,
+     "trainer": Trainer.state_dict(),
+     "meta": {"global_step", "update_count", "device", "env": {num_envs, num_workers, backend, ...},
+              "policy_class", "puffer_version", "torch_version", optionally "config": {...}}}
+
+``Trainer.save(path, meta=...)`` writes one, ``Trainer.load(path)`` resumes from one,
+``load(path)`` reads one (and upgrades the two formats puffer wrote before version 1), and
+``policy_state(ckpt)`` gives the policy's ``state_dict`` for eval and export.
+
+Only tensors, numpy arrays and scalars of numeric/bool dtypes and plain Python values are
+unpickled, so a checkpoint cannot run code (store RNG states as lists/ints, not tuples).
 """
 
 from __future__ import annotations
@@ -16,11 +26,40 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["CheckpointDir", "CheckpointError", "atomic_write", "load", "save"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "CheckpointDir",
+    "CheckpointError",
+    "atomic_write",
+    "load",
+    "make",
+    "policy_state",
+    "save",
+]
+
+FORMAT = "puffer.checkpoint"
+VERSION = 1
+_LEGACY_TRAINER_FORMAT = "puffer.ppo.Trainer/1"  # before version 1: Trainer.save / run loop
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, truncated, not a checkpoint, or does not fit the model."""
+    """A checkpoint file is missing, truncated, not a checkpoint, or does not fit the trainer."""
+
+
+def make(trainer_state: dict[str, Any], meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The checkpoint dict for ``trainer_state`` (``Trainer.state_dict()``) and ``meta``."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "trainer": trainer_state,
+        "meta": dict(meta or {}),
+    }
+
+
+def policy_state(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The policy's ``state_dict`` in a checkpoint ``load`` returned."""
+    return ckpt["trainer"]["policy"]
 
 
 def atomic_write(
@@ -47,14 +86,19 @@ def atomic_write(
     return path
 
 
-def save(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``obj`` to ``path`` atomically (``atomic_write``): the previous file survives a
-    failed write."""
+def save(ckpt: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write the checkpoint ``ckpt`` (from ``make``) to ``path`` atomically (``atomic_write``):
+    the previous file survives a failed write. Raises ``ValueError`` for a dict that is not one."""
     import torch
 
+    if ckpt.get("format") != FORMAT or "trainer" not in ckpt:
+        raise ValueError(
+            f"save: not a {FORMAT} dict (format={ckpt.get('format')!r}): build it with "
+            "puffer.checkpoint.make(trainer.state_dict(), meta) or use Trainer.save"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    return atomic_write(path, lambda f: torch.save(ckpt, f))
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -88,8 +132,9 @@ def _numpy_globals() -> list[Any]:
 _SAFE_GLOBALS = _numpy_globals()
 
 
-def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by ``save``; raises ``CheckpointError`` naming the file."""
+def read(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
+    """The object ``torch.save`` wrote to ``path``, unpickled safely (see the module docstring);
+    raises ``CheckpointError`` naming the file when it is missing or unreadable."""
     import torch
 
     path = Path(path)
@@ -97,18 +142,82 @@ def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, A
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            obj = torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
         size = path.stat().st_size
         raise CheckpointError(
             f"checkpoint {path} ({size} bytes) is unreadable: truncated, corrupted or not a puffer "
             f"checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         ) from e
+
+
+def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint (tensors on ``map_location``); raises ``CheckpointError`` naming the
+    file when it is missing, unreadable, not a puffer checkpoint, or of a newer version."""
+    obj = read(path, map_location)
     if not isinstance(obj, dict):
         raise CheckpointError(
             f"checkpoint {path} holds a {type(obj).__name__}, not a checkpoint dict"
         )
+    if obj.get("format") != FORMAT:
+        obj = _upgrade(obj, path)
+    if not isinstance(obj.get("version"), int) or obj["version"] > VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} is {FORMAT} version {obj.get('version')!r}; this puffer reads "
+            f"versions <= {VERSION}: upgrade puffer"
+        )
+    trainer = obj.get("trainer")
+    if not isinstance(trainer, dict) or not isinstance(trainer.get("policy"), dict):
+        raise CheckpointError(f"checkpoint {path} has no trainer/policy entry")
+    obj.setdefault("meta", {})
     return obj
+
+
+def _upgrade(obj: dict[str, Any], path: Any) -> dict[str, Any]:
+    """A version-1 checkpoint from the formats before it: the run loop's ``{"trainer": state,
+    "config": ..., ...}`` and ``Trainer.save``'s bare state, both with the old trainer state."""
+    if obj.get("format") == _LEGACY_TRAINER_FORMAT:
+        obj = {"trainer": obj}
+    trainer = obj.get("trainer")
+    if not isinstance(trainer, dict) or trainer.get("format") != _LEGACY_TRAINER_FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path} is not a puffer checkpoint (format={obj.get('format')!r})"
+        )
+    trainer = dict(trainer)
+    del trainer["format"]
+    trainer["update_count"] = trainer.pop("epoch")
+    trainer["optimizers"] = [_upgrade_adam(s) for s in trainer["optimizers"]]
+    meta = {"global_step": trainer["global_step"], "update_count": trainer["update_count"]}
+    if isinstance(obj.get("config"), dict):
+        meta["config"] = obj["config"]
+    return make(trainer, meta)
+
+
+def _upgrade_adam(state: dict[str, Any]) -> dict[str, Any]:
+    """``torch.optim.Adam``'s state dict from the hand-written Adam's (puffer < version 1)."""
+    if "exp_avgs" not in state:
+        return state  # Muon's: already torch's
+    import torch
+
+    group = dict(state["param_groups"][0])
+    group.update(
+        betas=tuple(group["betas"]),
+        weight_decay=0.0,
+        amsgrad=False,
+        maximize=False,
+        foreach=None,
+        capturable=False,
+        differentiable=False,
+        fused=True,  # as puffer.ppo.optimizers builds it
+        decoupled_weight_decay=False,
+        params=list(range(len(state["exp_avgs"]))),
+    )
+    step = torch.tensor(float(state["steps"]))
+    per_param = {
+        i: {"step": step.clone(), "exp_avg": m, "exp_avg_sq": v}
+        for i, (m, v) in enumerate(zip(state["exp_avgs"], state["exp_avg_sqs"]))
+    }
+    return {"state": per_param if state["steps"] else {}, "param_groups": [group]}
 
 
 class CheckpointDir:
@@ -126,9 +235,17 @@ class CheckpointDir:
         self.directory = Path(directory)
         self.keep = keep
 
-    def save(self, obj: dict[str, Any], step: int) -> Path:
-        """Write the checkpoint for ``step``, point ``latest`` at it, delete the oldest beyond ``keep``."""
-        path = save(obj, self.directory / f"model_{step:012d}.pt")
+    def path(self, step: int) -> Path:
+        """Where the checkpoint for env step ``step`` goes: ``<directory>/model_<step>.pt``."""
+        return self.directory / f"model_{step:012d}.pt"
+
+    def save(self, ckpt: dict[str, Any], step: int) -> Path:
+        """Write ``ckpt`` (``make``'s dict) for ``step`` and ``commit`` it; returns its path.
+        (``commit(trainer.save(ckpdir.path(step), meta=...))`` does the same from a trainer.)"""
+        return self.commit(save(ckpt, self.path(step)))
+
+    def commit(self, path: Path) -> Path:
+        """Point ``latest`` at the complete checkpoint ``path``; delete the oldest beyond ``keep``."""
         atomic_write(self.directory / "latest", lambda f: f.write(path.name + "\n"), binary=False)
         for old in self.all()[: -self.keep]:
             old.unlink(missing_ok=True)

@@ -1,17 +1,22 @@
-"""The ``puffer`` console script: short commands over the Hydra apps.
+"""The ``puffer`` console script: short commands mapped onto the Hydra apps.
 
-puffer train cartpole --timesteps 100000 [hydra overrides ...]
-puffer eval cartpole --episodes 10          # the newest run of that env under outputs/
-puffer list                                 # built-in envs, their spaces and descriptions
+puffer train cartpole --timesteps 100000 [key=value ...]   # python -m puffer.train env=cartpole ...
+puffer eval cartpole --episodes 10 [key=value ...]         # the newest run of that env (by start)
+puffer list                                                # built-in envs, their spaces
+
+Each command is one row of ``COMMANDS``: (name, help, add_arguments, run). ``run`` returns an exit
+code or replaces this process with the app it maps onto (``os.execv``: same pid, signals, exit code).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "main"]
 
 
 def _env_overrides(env: str) -> list[str]:
@@ -25,23 +30,44 @@ def _env_overrides(env: str) -> list[str]:
     return [f"env={env}"]  # let the config check list the choices
 
 
-def _train(args: argparse.Namespace, extra: list[str]) -> int:
-    from puffer import train
+def _quote(value: str) -> str:
+    """A Hydra override value that keeps ``value`` verbatim (spaces, commas, quotes, ``=``)."""
+    return "'" + str(value).replace("'", "\\'") + "'"
 
+
+def _app(module: str, args: list[str]) -> int:
+    os.execv(sys.executable, [sys.executable, "-m", module, *args])
+    return 1  # not reached
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("env", help="a built-in env (puffer list) or a gymnasium id like Acrobot-v1")
+    p.add_argument("--timesteps", type=int, help="training budget (ppo.total_timesteps)")
+    p.add_argument("--policy", choices=["mlp", "lstm"], help="policy network")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("-m", "--multirun", action="store_true", help="sweep over key=a,b overrides")
+
+
+def _train(args: argparse.Namespace) -> int:
     argv = _env_overrides(args.env)
-    if args.timesteps is not None:
-        argv.append(f"ppo.total_timesteps={args.timesteps}")
+    for key, value in (("ppo.total_timesteps", args.timesteps), ("seed", args.seed)):
+        if value is not None:
+            argv.append(f"{key}={value}")
     if args.policy is not None:
         argv.append(f"policy={args.policy}")
-    if args.seed is not None:
-        argv.append(f"seed={args.seed}")
-    if args.multirun:
-        argv.insert(0, "--multirun")
-    return train.main([*argv, *extra])
+    return _app("puffer.train", [*(["-m"] if args.multirun else []), *argv, *args.overrides])
 
 
-def _eval(args: argparse.Namespace, extra: list[str]) -> int:
-    from puffer import eval as evaluation
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="an env name (its newest run under --outputs) or a run directory")
+    p.add_argument("--episodes", type=int, default=10, help="episodes to play (default 10)")
+    p.add_argument("--checkpoint", help="a checkpoint file or name (default: the latest)")
+    p.add_argument("--stochastic", action="store_true", help="sample actions (default: greedy)")
+    p.add_argument("--render", action="store_true", help="draw the env in the terminal")
+    p.add_argument("--outputs", default="outputs", help="where runs are (default outputs/)")
+
+
+def _eval(args: argparse.Namespace) -> int:
     from puffer.runs import find_run
 
     target = Path(args.run)
@@ -51,17 +77,21 @@ def _eval(args: argparse.Namespace, extra: list[str]) -> int:
         except FileNotFoundError as e:
             print(f"puffer eval: {e}", file=sys.stderr)
             return 2
-    argv = [f"run={target}", f"episodes={args.episodes}"]
+    argv = [f"run={_quote(str(target))}", f"episodes={args.episodes}"]
     if args.checkpoint:
-        argv.append(f"checkpoint={args.checkpoint}")
+        argv.append(f"checkpoint={_quote(args.checkpoint)}")
     if args.stochastic:
         argv.append("deterministic=false")
     if args.render:
         argv.append("render=true")
-    return evaluation.main([*argv, *extra])
+    return _app("puffer.eval", [*argv, *args.overrides])
 
 
-def _list(args: argparse.Namespace, extra: list[str]) -> int:
+def _list_args(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _list(args: argparse.Namespace) -> int:
     from puffer import envs
 
     for name in envs.names():
@@ -73,7 +103,19 @@ def _list(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
+Command = tuple[
+    str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]
+]
+COMMANDS: list[Command] = [
+    ("train", "train an env (a run directory under outputs/<env>/)", _train_args, _train),
+    ("eval", "evaluate the newest run of an env (or a run directory)", _eval_args, _eval),
+    ("list", "built-in envs with their spaces", _list_args, _list),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``puffer`` command; returns the exit code. Extra ``key=value`` arguments are Hydra
+    overrides; anything else is refused with the command's own usage."""
     p = argparse.ArgumentParser(
         prog="puffer",
         description="Fast, config-driven reinforcement learning. Extra KEY=VALUE arguments are "
@@ -81,36 +123,19 @@ def parser() -> argparse.ArgumentParser:
         "--help for every group and key.",
     )
     sub = p.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train an env (a run directory under outputs/<env>/)")
-    t.add_argument("env", help="a built-in env (puffer list) or a gymnasium id like Acrobot-v1")
-    t.add_argument("--timesteps", type=int, help="training budget (ppo.total_timesteps)")
-    t.add_argument("--policy", choices=["mlp", "lstm"], help="policy network")
-    t.add_argument("--seed", type=int, help="random seed")
-    t.add_argument("-m", "--multirun", action="store_true", help="sweep over key=a,b overrides")
-    t.set_defaults(func=_train)
-
-    e = sub.add_parser("eval", help="evaluate the newest run of an env (or a run directory)")
-    e.add_argument("run", help="an env name (its newest run under --outputs) or a run directory")
-    e.add_argument("--episodes", type=int, default=10, help="episodes to play (default 10)")
-    e.add_argument("--checkpoint", help="a checkpoint file or name (default: the latest)")
-    e.add_argument("--stochastic", action="store_true", help="sample actions (default: greedy)")
-    e.add_argument("--render", action="store_true", help="draw the env in the terminal")
-    e.add_argument("--outputs", default="outputs", help="where runs are (default outputs/)")
-    e.set_defaults(func=_eval)
-
-    ls = sub.add_parser("list", help="built-in envs with their spaces")
-    ls.set_defaults(func=_list)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``puffer`` command; returns the exit code."""
-    args, extra = parser().parse_known_args(sys.argv[1:] if argv is None else argv)
-    unknown = [a for a in extra if a.startswith("-") and "=" not in a.split("-")[-1]]
-    if unknown and args.command != "train":
-        parser().error(f"unrecognized arguments: {' '.join(unknown)}")
-    return args.func(args, extra)
+    parsers = {}
+    for name, help_, add_arguments, run in COMMANDS:
+        parsers[name] = sub.add_parser(name, help=help_)
+        add_arguments(parsers[name])
+        parsers[name].set_defaults(func=run)
+    args, extra = p.parse_known_args(sys.argv[1:] if argv is None else argv)
+    bad = [a for a in extra if a.startswith("-") or "=" not in a]
+    if bad:
+        parsers[args.command].error(
+            f"unrecognized arguments: {' '.join(bad)} (overrides are key=value)"
+        )
+    args.overrides = extra
+    return args.func(args)
 
 
 if __name__ == "__main__":

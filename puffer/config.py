@@ -1,6 +1,6 @@
 """Hydra config schemas, composition and validation for ``puffer.train`` / ``puffer.eval``.
 
-The top-level schema ``TrainConfig`` is registered in Hydra's ConfigStore as ``puffer_schema`` and
+The top-level schema ``TrainConfig`` is registered in Hydra's ConfigStore as ``schema/train`` and
 sits first in ``conf/config.yaml``'s defaults, so every YAML value merged on top of it is checked
 against these dataclasses (and ``PPOConfig``/``PolicyConfig``, the same classes the Trainer takes)
 at compose time. ``compose`` and ``validate`` turn every failure into a ``ConfigError`` whose
@@ -14,12 +14,15 @@ import difflib
 import os
 import re
 import sys
+import typing
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from puffer.checkpoint import CheckpointDir
 from puffer.policy import PolicyConfig
@@ -30,6 +33,7 @@ __all__ = [
     "CheckpointConfig",
     "ConfigError",
     "EnvConfig",
+    "EvalConfig",
     "LoggerConfig",
     "TrainConfig",
     "VectorConfig",
@@ -39,10 +43,9 @@ __all__ = [
     "explain",
     "group_options",
     "import_creator",
-    "override_key",
+    "positive_int",
     "register",
     "validate",
-    "writable_dir_problem",
 ]
 
 BACKENDS = ("serial", "multiprocessing")
@@ -116,9 +119,23 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    torch_threads: int | None = None
+    # torch intra-op threads (null: torch's default). 1 is fastest for the small networks here and
+    # avoids spin-waiting threads on busy cores; raise it for large networks on CPU.
+    torch_threads: int | None = 1
     resume: str | None = None  # a run directory to continue
     dashboard: str = "auto"  # "auto" | "rich" | "plain" | "off"
+
+
+@dataclass
+class EvalConfig(TrainConfig):
+    """``python -m puffer.eval``: the run to evaluate and how; the rest overrides the run's config."""
+
+    run: str | None = None  # the run directory (required)
+    episodes: int = 10
+    deterministic: bool = True
+    render: bool = False
+    # A file or a name in <run>/checkpoints (default: the latest); replaces the training group.
+    checkpoint: Any = None
 
 
 class ConfigError(ValueError):
@@ -173,9 +190,19 @@ def import_creator(spec: str) -> Any:
 
 def register() -> None:
     """Store the schema in Hydra's ConfigStore and add the ``puffer_env_label`` resolver."""
-    ConfigStore.instance().store(name="puffer_schema", node=TrainConfig)
+    # The schema is a group so that conf/eval.yaml can swap in EvalConfig under conf/config.yaml.
+    ConfigStore.instance().store(group="schema", name="train", node=TrainConfig, package="_global_")
+    ConfigStore.instance().store(group="schema", name="eval", node=EvalConfig, package="_global_")
     if not OmegaConf.has_resolver("puffer_env_label"):
         OmegaConf.register_new_resolver("puffer_env_label", env_label)
+    if not OmegaConf.has_resolver("puffer_run_dir"):
+        OmegaConf.register_new_resolver("puffer_run_dir", run_dir)
+
+
+def run_dir(resume: str | None, fresh: str) -> str:
+    """``hydra.run.dir``: ``fresh`` for a new run; for ``resume=<run>`` the attempt's own directory
+    ``<run>/resumes/<time>`` (Hydra's record of it), so the run's own ``.hydra/`` stays as it was."""
+    return fresh if resume is None else str(Path(resume) / "resumes" / Path(fresh).name)
 
 
 register()
@@ -196,45 +223,38 @@ def compose(
     config_name: str = "config",
     return_hydra_config: bool = False,
 ) -> DictConfig:
-    """Compose ``conf/config.yaml`` with Hydra overrides; raises ``ConfigError`` on any mistake."""
+    """Compose ``conf/<config_name>.yaml`` with Hydra overrides; ``ConfigError`` on any mistake.
+
+    Works inside a running Hydra app too (its global state is saved and restored).
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.singleton import Singleton
 
-    overrides = list(overrides)
-    if GlobalHydra.instance().is_initialized():
-        # Inside a running Hydra app (or a test's context): compose in a fresh context.
-        GlobalHydra.instance().clear()
+    running = GlobalHydra.instance().is_initialized()
+    saved = Singleton.get_state() if running else None
+    GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return hydra_compose(
-                config_name, overrides=overrides, return_hydra_config=return_hydra_config
+                config_name, overrides=list(overrides), return_hydra_config=return_hydra_config
             )
     except Exception as e:
-        raise ConfigError(explain(e, overrides)) from e
+        raise ConfigError(explain(e)) from e
+    finally:
+        if saved is not None:
+            Singleton.set_state(saved)
 
 
-def _keys_at(path: str, overrides: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """The keys allowed under ``path`` ('' for the top level), for did-you-mean.
-
-    Composed without the override that adds ``path``'s bad key when possible (dict nodes like
-    ``env.kwargs`` get their keys from the env's YAML), else from the schema alone.
-    """
+def _keys_at(path: str) -> list[str]:
+    """The keys the schema (or, for ``env.kwargs``, the default env) allows under ``path``."""
     node: Any = OmegaConf.structured(TrainConfig)
-    rest = [o for o in overrides if not override_key(o).startswith(f"{path}.")] if path else []
-    if path and len(rest) < len(overrides):
+    if path == "env.kwargs":
         with contextlib.suppress(ConfigError):
-            node = compose(rest)
-    for part in [p for p in path.split(".") if p]:
-        if not isinstance(node, DictConfig) or part not in node:
-            return []
-        node = node._get_node(part)
+            node = compose()
+    node = OmegaConf.select(node, path) if path else node
     return [str(k) for k in node] if isinstance(node, DictConfig) else []
-
-
-def override_key(override: str) -> str:
-    """The key a command-line override sets: ``'+env.kwargs.x=1' -> 'env.kwargs.x'``."""
-    return override.lstrip("~+").split("=", 1)[0]
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
@@ -257,62 +277,66 @@ def _unknown_key(full_key: str, allowed: list[str], extra: str = "") -> str:
     return f"unknown config key {full_key!r} (no key {leaf!r} in {where}).{hint}{listing}{extra}"
 
 
-def explain(exc: BaseException, overrides: list[str] | tuple[str, ...] = ()) -> str:
-    """A one-paragraph explanation of a Hydra/OmegaConf composition error, with the fix."""
-    overrides = list(overrides)
+def _expected_type(full_key: str) -> Any:
+    """The type the schema declares for ``full_key`` (``policy.hidden_sizes[1]``: the item type)."""
+    path, _, index = full_key.partition("[")
+    parent, _, leaf = path.rpartition(".")
+    node = OmegaConf.select(OmegaConf.structured(EvalConfig), parent) if parent else None
+    owner = OmegaConf.get_type(node) if node is not None else EvalConfig
+    hint = typing.get_type_hints(owner).get(leaf) if is_dataclass(owner) else None
+    if index and typing.get_args(hint):
+        hint = typing.get_args(hint)[0]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 else hint
+
+
+def explain(exc: BaseException) -> str:
+    """One paragraph for a Hydra/OmegaConf composition error, with the fix.
+
+    Reads the exception types and their fields only (Hydra's ``MissingConfigException.options``,
+    ``OverrideParseException.override``, OmegaConf's ``full_key``/``value``), never their text.
+    """
     chain: list[BaseException] = []
     e: BaseException | None = exc
     while e is not None and e not in chain:
         chain.append(e)
         e = e.__cause__ or e.__context__
-    text = "\n".join(str(x) for x in chain)
+    for e in chain:
+        if isinstance(e, MissingConfigException) and e.missing_cfg_file:
+            return _missing_option(e.missing_cfg_file, list(e.options or []))
+        if isinstance(e, OverrideParseException):
+            return (
+                f"cannot parse {e.override!r}. Overrides look like key=value "
+                "(ppo.learning_rate=1e-3), group=option (env=bandit) or, with -m, key=a,b for a "
+                "sweep; quote values with spaces, commas or quotes: key=\"'it\\'s a,b'\"."
+            )
+        if isinstance(e, ConfigKeyError | ConfigAttributeError) and e.full_key:
+            parent = str(e.full_key).rpartition(".")[0]
+            return _unknown_key(str(e.full_key), _keys_at(parent))
+        if isinstance(e, ValidationError) and e.full_key:
+            key, value = str(e.full_key), e.value
+            expected = _expected_type(key)
+            wanted = {int: "an integer", float: "a number", bool: "true or false"}
+            what = wanted.get(expected, getattr(expected, "__name__", str(expected)))
+            return f"{key}={value}: expected {what}, got {value!r}. Fix the value."
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return " ".join(lines) if lines else type(exc).__name__
 
-    # An unknown group option: "Could not find 'env/cartpol'" + "Available options in 'env'".
-    m = re.search(r"Could not (?:find|load) '([^']+)/([^'/]+)'", text)
-    if m:
-        group, option = m[1], m[2]
-        if group.startswith("hydra/") and option in ("optuna", "joblib"):
-            return (
-                f"{group}={option} comes from a Hydra plugin that is not installed: "
-                "pip install -e '.[sweep]' (hydra-optuna-sweeper, hydra-joblib-launcher)."
-            )
-        choices = group_options(group)
-        if choices:
-            return (
-                f"unknown {group} {option!r}.{_did_you_mean(option, choices)} "
-                f"Choices for {group}: {', '.join(choices)} (e.g. {group}={choices[0]})."
-            )
-    # A key that is not in the schema: "Key 'lrr' not in 'PPOConfig'" / "is not in struct".
-    m = re.search(r"full_key: (\S+)", text)
-    if m and re.search(r"Key '[^']+' (is )?not in", text):
-        full_key = m[1]
-        return _unknown_key(full_key, _keys_at(full_key.rpartition(".")[0], overrides))
-    # A value of the wrong type: "Value 'abc' of type 'str' could not be converted to Float".
-    m = re.search(r"Value '(.*)' of type '(\w+)' could not be converted to (\w+)", text)
-    if m:
-        key_m = re.search(r"full_key: (\S+)", text)
-        key = key_m[1] if key_m else "?"
-        expected = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}.get(
-            m[3], m[3]
-        )
-        return f"{key}={m[1]}: expected {expected}, got {m[1]!r}. Fix the value, e.g. {key}=<{m[3].lower()}>."
-    m = re.search(r"Value '(.*)' (?:of type '\w+' )?is not a valid (\w+)", text)
-    if m:
-        key_m = re.search(r"full_key: (\S+)", text)
-        key = key_m[1] if key_m else "a value"
-        fix = " Use true or false." if m[2] == "bool" else ""
-        return f"{key}={m[1]}: {m[1]!r} is not a valid {m[2]}.{fix}"
-    # Override syntax errors.
-    if "OverrideParseException" in {type(x).__name__ for x in chain} or "mismatched input" in text:
-        first = str(chain[0]).strip().splitlines()
+
+def _missing_option(missing: str, options: list[str]) -> str:
+    group, _, option = missing.rpartition("/")
+    if group.startswith("hydra/") and option in ("optuna", "joblib"):
         return (
-            f"cannot parse the command line: {first[0] if first else text}. Overrides look like "
-            "key=value (ppo.learning_rate=1e-3), group=option (env=bandit) or, with -m, "
-            "key=a,b for a sweep; quote values with spaces."
+            f"{group}={option} comes from a Hydra plugin that is not installed: "
+            "pip install -e '.[sweep]' (hydra-optuna-sweeper, hydra-joblib-launcher)."
         )
-    # Hydra's own message is clear for the rest (e.g. 'Multiple values for ...'); keep it compact.
-    lines = [ln.strip() for ln in str(chain[0]).splitlines() if ln.strip()]
-    return " ".join(lines) if lines else f"{type(exc).__name__}"
+    choices = options or group_options(group)
+    listed = (
+        f" Choices for {group}: {', '.join(choices)} (e.g. {group}={choices[0]})."
+        if choices
+        else ""
+    )
+    return f"unknown {group} {option!r}.{_did_you_mean(option, choices)}{listed}"
 
 
 # -- semantic checks, run before any env or worker starts -------------------------------------------
@@ -321,6 +345,14 @@ def explain(exc: BaseException, overrides: list[str] | tuple[str, ...] = ()) -> 
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+def positive_int(key: str, value: Any, *, optional: bool = False) -> None:
+    """``ConfigError`` unless ``value`` is an integer >= 1 (or None when ``optional``)."""
+    if optional and value is None:
+        return
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    _require(ok, f"{key}={value!r}: must be a positive integer{' (or null)' if optional else ''}.")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -362,20 +394,16 @@ def validate(cfg: DictConfig) -> None:
             torch.cuda.is_available(),
             f"device={cfg.device}: CUDA is not available on this machine; use device=auto or cpu.",
         )
-    _require(
-        cfg.torch_threads is None or cfg.torch_threads >= 1,
-        f"torch_threads={cfg.torch_threads}: must be at least 1 (or null for torch's default).",
-    )
-    _require(
-        cfg.dashboard in DASHBOARDS,
-        f"dashboard={cfg.dashboard!r}: use one of {', '.join(DASHBOARDS)}.",
-    )
+    for key, choices in (
+        ("dashboard", DASHBOARDS),
+        ("vector.backend", BACKENDS),
+        ("logger.wandb.mode", WANDB_MODES),
+    ):
+        value = OmegaConf.select(cfg, key)
+        _require(value in choices, f"{key}={value!r}: use one of {', '.join(choices)}.")
+    for key in ("checkpoint.interval", "checkpoint.keep", "torch_threads"):
+        positive_int(key, OmegaConf.select(cfg, key), optional=key == "torch_threads")
     vec = cfg.vector
-    _require(
-        vec.backend in BACKENDS,
-        f"vector.backend={vec.backend!r}: use vector=serial or vector=multiprocessing.",
-    )
-    _require(vec.num_envs >= 1, f"vector.num_envs={vec.num_envs}: must be at least 1.")
     if env.name != "custom":  # a custom creator may return several rows per call: make() checks
         from puffer.vector import layout
 
@@ -387,8 +415,8 @@ def validate(cfg: DictConfig) -> None:
                 parallel=vec.backend == "multiprocessing",
                 oversubscribe=vec.oversubscribe,
             )
-        except ValueError as e:
-            raise ConfigError(f"vector: {e}.") from None
+        except ValueError as e:  # its message starts with the setting: num_envs=0: ...
+            raise ConfigError(f"vector.{e}.") from None
     if vec.backend == "multiprocessing":
         import multiprocessing
 
@@ -402,16 +430,6 @@ def validate(cfg: DictConfig) -> None:
             vec.timeout > 0,
             f"vector.timeout={vec.timeout}: must be a positive number of seconds.",
         )
-    _require(
-        cfg.checkpoint.interval >= 1,
-        f"checkpoint.interval={cfg.checkpoint.interval}: must be at least 1 update.",
-    )
-    _require(cfg.checkpoint.keep >= 1, f"checkpoint.keep={cfg.checkpoint.keep}: must be >= 1.")
-    mode = cfg.logger.wandb.mode
-    _require(
-        mode in WANDB_MODES,
-        f"logger.wandb.mode={mode!r}: use one of {', '.join(WANDB_MODES)}.",
-    )
     _validate_dataclass(cfg.ppo, "ppo", num_envs=vec.num_envs)
     _validate_dataclass(cfg.policy, "policy")
     if cfg.resume is not None:
@@ -470,18 +488,3 @@ def _validate_dataclass(node: DictConfig, prefix: str, **kw: Any) -> None:
     except (ValueError, TypeError) as e:
         message = str(e)
         raise ConfigError(message if message.startswith(prefix) else f"{prefix}: {message}") from e
-
-
-def writable_dir_problem(directory: str | os.PathLike[str]) -> str | None:
-    """Why ``directory`` cannot be created or written, or None if it can."""
-    path = Path(directory).absolute()
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"{probe} is a file, not a directory"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable"
-    return None

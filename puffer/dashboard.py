@@ -147,7 +147,7 @@ def _plain_line(p: _Progress) -> str:
     parts = [
         f"step {p.step:,}/{total:,} ({min(100 * p.step / max(total, 1), 100):.0f}%)",
         f"SPS {_si(p.sps)}",
-        f"epoch {int(m.get('epoch', 0))}",
+        f"update {int(m.get('update', 0))}",
     ]
     if "env/episode_return" in m:
         parts.append(f"return {_num(m['env/episode_return'])}")
@@ -200,7 +200,7 @@ class RichDashboard:
         summary.add_column()
         summary.add_row("env", info.env, "params", f"{info.params:,} ({info.policy})")
         summary.add_row("steps", f"{p.step:,} / {info.total_timesteps:,}", "SPS", _si(p.sps))
-        summary.add_row("epoch", str(int(m.get("epoch", 0))), "uptime", format_duration(p.uptime))
+        summary.add_row("update", str(int(m.get("update", 0))), "uptime", format_duration(p.uptime))
         summary.add_row(
             "vector", f"{info.backend} x{info.num_envs}", "remaining", format_duration(p.remaining)
         )

@@ -1,36 +1,39 @@
 """``python -m puffer.eval run=<run dir> [episodes=10] [deterministic=true] [render=false]``.
 
-Loads the run's own config (its ``.hydra/overrides.yaml`` composed again, with any other overrides
-on this command line applied on top) and its latest checkpoint (or ``checkpoint=<file or name>``),
-plays ``episodes`` episodes and prints the mean and standard deviation of the return.
+A Hydra app over ``conf/eval.yaml``. The run's own ``.hydra/config.yaml`` is reloaded with any other
+key or group on this command line on top (``puffer.build.reload``); its latest checkpoint (or
+``checkpoint=<file or name>``) plays ``episodes`` episodes and the mean and standard deviation of
+the return are printed. Evaluating writes nothing.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+import hydra
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
+from puffer import build
 from puffer import checkpoint as ckpt
-from puffer.config import ConfigError, compose, override_key, validate
-from puffer.runs import read_overrides
+from puffer.config import CONF_DIR, ConfigError, explain, positive_int, validate
 
-__all__ = ["EvalResult", "evaluate", "load_run", "main"]
+__all__ = ["EvalResult", "evaluate", "load", "main"]
 
 USAGE = """usage: python -m puffer.eval run=<run dir> [episodes=10] [deterministic=true]
-                          [render=false] [checkpoint=<file or name>] [config overrides ...]
+                          [render=false] [checkpoint=<file or name>] [key=value ...]
+(--help lists every key; other keys override the run's own config, e.g. env.kwargs.max_steps=1000)"""
 
-Evaluates a trained run: its config, its latest checkpoint (or the one named), and any config
-overrides given here on top (e.g. env.kwargs.max_steps=1000, seed=7).
-"""
-
-EVAL_KEYS = {"run", "episodes", "deterministic", "render", "checkpoint"}
+EVAL_KEYS = ("run", "episodes", "deterministic", "render", "checkpoint")
 MAX_ROWS = 64  # env rows stepped together; each row plays its share of the episodes
+_FULL_ERROR = False
 
 
 @dataclass
@@ -52,15 +55,6 @@ class EvalResult:
         return math.sqrt(sum((r - m) ** 2 for r in self.returns) / len(self.returns))
 
 
-def _bool(key: str, value: str) -> bool:
-    v = value.strip().lower()
-    if v in ("true", "1", "yes"):
-        return True
-    if v in ("false", "0", "no"):
-        return False
-    raise ConfigError(f"{key}={value}: expected true or false.")
-
-
 def _checkpoint_path(run_dir: Path, name: str | None) -> Path:
     directory = run_dir / "checkpoints"
     if name:
@@ -75,24 +69,21 @@ def _checkpoint_path(run_dir: Path, name: str | None) -> Path:
     return latest
 
 
-def load_run(run_dir: str | Path, overrides: list[str] = ()) -> Any:  # type: ignore[assignment]
-    """The run's config composed again from its overrides, with ``overrides`` on top."""
-    run_dir = Path(run_dir)
+def load(cfg: DictConfig) -> DictConfig:
+    """The run's config (``cfg.run``) with this command line's other keys on top, validated.
+
+    The checkpoint's network is the one trained: the run's policy stays even when another env (with
+    other tuned values) is chosen, unless this command line sets the policy itself.
+    """
+    if not cfg.run:
+        raise ConfigError("run=<run dir> is required")
+    run_dir = Path(cfg.run)
     if not run_dir.is_dir():
         raise ConfigError(f"run={run_dir}: no such directory.")
-    base = [
-        o
-        for o in read_overrides(run_dir)
-        if override_key(o) != "resume" and not override_key(o).startswith("hydra.")
-    ]
-    cfg = compose([*base, *overrides])
-    # The checkpoint's network is the one trained: keep the run's policy even when another env
-    # (with other tuned values) is chosen here, unless this command line sets the policy itself.
-    saved = run_dir / ".hydra" / "config.yaml"
-    if saved.is_file() and not any(override_key(o).split(".")[0] == "policy" for o in overrides):
-        cfg = OmegaConf.merge(cfg, {"policy": OmegaConf.load(saved).policy})
-    validate(cfg)
-    return cfg
+    positive_int("episodes", cfg.episodes)
+    run = build.reload(run_dir, cfg, skip=EVAL_KEYS)
+    validate(run)
+    return run
 
 
 def evaluate(
@@ -103,35 +94,22 @@ def evaluate(
     deterministic: bool = True,
     render: bool = False,
 ) -> EvalResult:
-    """Play ``episodes`` episodes with the policy saved in ``checkpoint`` on ``cfg``'s env."""
+    """Play ``episodes`` episodes with the policy saved in ``checkpoint`` on ``cfg``'s env.
+
+    Raises ``CheckpointError`` naming the file when it does not fit ``cfg``'s policy.
+    """
     import numpy as np
     import torch
 
-    from puffer import policy as policies
     from puffer.ppo.trainer import resolve_device
-    from puffer.train import load_checkpoint, make_vecenv, policy_config
 
     path = Path(checkpoint)
-    state = load_checkpoint(path)
-    trainer_state = state["trainer"]
+    saved = ckpt.load(path)
     rows = max(1, min(episodes, MAX_ROWS))
-    vecenv = make_vecenv(cfg, num_envs=rows, backend="serial")
+    vecenv = build.make_vecenv(cfg, num_envs=rows, backend="serial")
     try:
-        policy = policies.make(policy_config(cfg), vecenv)
-        saved_class = trainer_state.get("policy_class", type(policy).__name__)
-        try:
-            if saved_class != type(policy).__name__:
-                raise RuntimeError(
-                    f"it holds a {saved_class} policy, the config a {type(policy).__name__}"
-                )
-            policy.load_state_dict(trainer_state["policy"])
-        except RuntimeError as e:
-            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-            detail = " ".join(lines[:2])[:300] if lines else type(e).__name__
-            raise ckpt.CheckpointError(
-                f"checkpoint {path} does not fit this run's policy (wrong architecture: {detail}); "
-                "evaluate with the config it was trained with (policy, env spaces)"
-            ) from None
+        policy = build.make_policy(cfg, vecenv)
+        _load_policy(policy, saved, path)
         device = resolve_device(cfg.device)
         policy = policy.to(device).eval()
 
@@ -158,12 +136,26 @@ def evaluate(
                     state_ = policy.reset_state(state_, torch.as_tensor(done, device=device))
     finally:
         vecenv.close()
-    return EvalResult(
-        [r for rs in returns for r in rs],
-        [n for ns in lengths for n in ns],
-        path,
-        int(state.get("global_step", trainer_state.get("global_step", 0))),
-    )
+    flat = [r for rs in returns for r in rs]
+    step = int(saved["meta"].get("global_step", 0))
+    return EvalResult(flat, [n for ns in lengths for n in ns], path, step)
+
+
+def _load_policy(policy: Any, saved: dict[str, Any], path: Path) -> None:
+    saved_class = saved.get("trainer", {}).get("policy_class", type(policy).__name__)
+    try:
+        if saved_class != type(policy).__name__:
+            raise RuntimeError(
+                f"it holds a {saved_class} policy, the config a {type(policy).__name__}"
+            )
+        policy.load_state_dict(ckpt.policy_state(saved))
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = " ".join(lines[:2])[:300] if lines else type(e).__name__
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} does not fit this run's policy (wrong architecture: {detail}); "
+            "evaluate with the config it was trained with (policy, env spaces)"
+        ) from None
 
 
 def _render(vecenv: Any) -> None:
@@ -174,64 +166,70 @@ def _render(vecenv: Any) -> None:
         time.sleep(1 / 50)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m puffer.eval`` and ``puffer eval``; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
-    options: dict[str, str] = {}
-    overrides: list[str] = []
-    for a in argv:
-        key = a.split("=", 1)[0]
-        if "=" in a and key in EVAL_KEYS:
-            options[key] = a.split("=", 1)[1]
-        elif "=" in a:
-            overrides.append(a)
-        else:
-            print(f"puffer.eval: error: {a!r} is not key=value\n\n{USAGE}", file=sys.stderr)
-            return 2
-    if "run" not in options:
-        print(f"puffer.eval: error: run=<run dir> is required\n\n{USAGE}", file=sys.stderr)
-        return 2
+def _round(x: float) -> str:
+    """A number for people: 4 significant digits, and 0 for float noise like 3.3e-16."""
+    return "0" if abs(x) < 1e-9 else f"{x:.4g}"
+
+
+def _fail(message: str, code: int) -> SystemExit:
+    print(f"puffer.eval: {message}", file=sys.stderr)
+    return SystemExit(code)
+
+
+class Checks(Callback):
+    """Validates the eval arguments and the run's config before anything is built (exit 2)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            load(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+        except Exception as e:  # Hydra would only warn about it; SystemExit goes through
+            if _FULL_ERROR:
+                traceback.print_exc()
+            message = str(e) if isinstance(e, ConfigError) else explain(e)
+            raise _fail(f"config error: {message}\n\n{USAGE}", 2) from None
+
+
+def _task(cfg: DictConfig) -> None:
+    run_dir = Path(cfg.run)
     try:
-        episodes = int(options.get("episodes", "10"))
-        if episodes < 1:
-            raise ValueError
-    except ValueError:
-        print(
-            f"puffer.eval: error: episodes={options['episodes']}: expected a positive integer",
-            file=sys.stderr,
+        run = load(cfg)
+        path = _checkpoint_path(run_dir, cfg.checkpoint)
+        result = evaluate(
+            run, path, cfg.episodes, deterministic=cfg.deterministic, render=cfg.render
         )
-        return 2
-    run_dir = Path(options["run"])
-    try:
-        deterministic = _bool("deterministic", options.get("deterministic", "true"))
-        render = _bool("render", options.get("render", "false"))
-        cfg = load_run(run_dir, overrides)
-        path = _checkpoint_path(run_dir, options.get("checkpoint"))
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"puffer.eval: config error: {e}", file=sys.stderr)
-        return 2
-    except ckpt.CheckpointError as e:
-        print(f"puffer.eval: {e}", file=sys.stderr)
-        return 1
-    try:
-        result = evaluate(cfg, path, episodes, deterministic=deterministic, render=render)
     except ConfigError as e:  # the env rejects its settings (e.g. an env.kwargs override)
-        print(f"puffer.eval: config error: {e}", file=sys.stderr)
-        return 2
+        raise _fail(f"config error: {e}", 2) from None
     except ckpt.CheckpointError as e:
-        print(f"puffer.eval: {e}", file=sys.stderr)
-        return 1
-    mode = "deterministic" if deterministic else "sampled"
+        raise _fail(str(e), 1) from None
+    mode = "deterministic" if cfg.deterministic else "sampled"
     print(
         f"{run_dir} @ {path.name} (step {result.global_step:,}): mean return "
-        f"{result.mean:.4g} +/- {result.std:.4g} over {len(result.returns)} episodes "
+        f"{_round(result.mean)} +/- {_round(result.std)} over {len(result.returns)} episodes "
         f"({mode} actions; mean length {sum(result.lengths) / len(result.lengths):.1f})"
     )
+
+
+_app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")(_task)
+
+
+def main() -> int:
+    """Entry point of ``python -m puffer.eval`` (argv is Hydra's); returns the exit code."""
+    global _FULL_ERROR
+    _FULL_ERROR = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises composition errors to us, not prints them
+    try:
+        _app()
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Exception as e:
+        if _FULL_ERROR:
+            raise
+        print(f"puffer.eval: config error: {explain(e)}\n\n{USAGE}", file=sys.stderr)
+        return 2
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run the imported module's main: the callbacks' globals are there
+    from puffer.eval import main as module_main
+
+    sys.exit(module_main())

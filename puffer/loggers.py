@@ -2,12 +2,14 @@
 
 A sink has ``log(metrics, step)`` and ``close()``. ``MetricsJsonl`` (always on), ``TensorBoard``
 and ``Wandb`` write files in the run directory; the dashboard (``puffer.dashboard``) is a sink too.
-``Loggers`` fans one dict out to all of them and closes every one even when another fails.
+``Loggers`` fans one dict out to all of them and closes every one even when another fails. A sink
+may raise ``StopRun`` to end the run early (the run loop checkpoints and records its status).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import secrets
@@ -20,7 +22,62 @@ from typing import Any, Protocol
 
 from puffer.checkpoint import atomic_write
 
-__all__ = ["Loggers", "MetricsJsonl", "Sink", "TensorBoard", "Wandb", "read_jsonl"]
+__all__ = [
+    "LogProgress",
+    "Loggers",
+    "MetricsJsonl",
+    "Sink",
+    "StopRun",
+    "TensorBoard",
+    "Wandb",
+    "below_level",
+    "read_jsonl",
+]
+
+
+class StopRun(Exception):
+    """Raised by a sink to end the run after this update: the run loop writes a checkpoint, records
+    ``status`` (e.g. "pruned", "solved") in summary.json, logs ``message`` and exits normally."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def below_level(level: str | int) -> logging.Filter:
+    """A logging filter passing records below ``level`` (stdout gets info, stderr the rest)."""
+    limit = logging.getLevelName(level) if isinstance(level, str) else level
+    f = logging.Filter()
+    f.filter = lambda record: record.levelno < limit  # type: ignore[method-assign]
+    return f
+
+
+class LogProgress:
+    """A progress line in the run's log (``puffer.progress``: train.log, not the terminal) at most
+    every ``every`` seconds and for the last update; the terminal has the dashboard instead."""
+
+    def __init__(self, total_timesteps: int, every: float = 5.0):
+        self.total, self.every, self._last = int(total_timesteps), every, 0.0
+        self._logger = logging.getLogger("puffer.progress")
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every and step < self.total:
+            return
+        self._last = now
+        m = _scalars(metrics)
+        ret = m.get("env/episode_return")
+        self._logger.info(
+            "step %s/%s | update %d | %s sps | return %s",
+            f"{step:,}",
+            f"{self.total:,}",
+            int(m.get("update", 0)),
+            f"{m['sps']:,.0f}" if "sps" in m else "-",
+            "-" if ret is None else f"{ret:.4g}",
+        )
+
+    def close(self) -> None:
+        pass
 
 
 class Sink(Protocol):
@@ -176,9 +233,16 @@ class Loggers:
         self.sinks.append(sink)
 
     def log(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Send ``metrics`` to every sink; a ``StopRun`` is re-raised after all sinks had them."""
         step = int(metrics["global_step"]) if step is None else int(step)
+        stop: StopRun | None = None
         for sink in self.sinks:
-            sink.log(metrics, step)
+            try:
+                sink.log(metrics, step)
+            except StopRun as e:
+                stop = stop or e
+        if stop is not None:
+            raise stop
 
     def close(self) -> None:
         """Close every sink (newest first); re-raise the first failure after trying them all."""

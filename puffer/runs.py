@@ -63,11 +63,12 @@ def read_overrides(run_dir: str | os.PathLike[str]) -> list[str]:
 
 
 def find_run(env: str, outputs: str | os.PathLike[str] = "outputs") -> Path:
-    """The newest run directory of ``env`` under ``outputs`` that has a checkpoint."""
+    """The run directory of ``env`` under ``outputs`` that started last and has a checkpoint
+    (``started`` in summary.json; a resumed old run is not the newest)."""
     base = Path(outputs) / env
     runs = sorted(
         (d for d in base.glob("*") if CheckpointDir(d / "checkpoints").latest() is not None),
-        key=lambda d: (d.stat().st_mtime, d.name),
+        key=lambda d: ((read_summary(d) or {}).get("started") or "", d.name),
     )
     if not runs:
         raise FileNotFoundError(

@@ -2,16 +2,16 @@
 
     python -m puffer.train env=cartpole policy=lstm
     python -m puffer.train -m ppo.learning_rate=1e-3,3e-3 env=cartpole,bandit
-    python -m puffer.train resume=outputs/cartpole/2026-01-01_12-00-00
+    python -m puffer.train resume=outputs/cartpole/2026-01-01_12-00-00_000000
 
-The Hydra app composes ``conf/config.yaml``; ``main`` checks the overrides and values first (so a
-mistake fails in a second with one clear paragraph, before any env or worker starts), then runs it.
-The task function returns the objective (the final mean episode return) for sweepers.
+A Hydra app over ``conf/config.yaml``: Hydra parses the command line, expands sweeps and makes the
+run and sweep directories. The ``Checks`` callback validates every job's config before any env,
+worker or directory exists (exit 2, one paragraph). The task returns the objective (the final
+mean episode return) for sweepers.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import signal
@@ -19,102 +19,37 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-import puffer
+from puffer import build
 from puffer import checkpoint as ckpt
-from puffer.config import (
-    CONF_DIR,
-    ConfigError,
-    compose,
-    import_creator,
-    override_key,
-    validate,
-    writable_dir_problem,
-)
-from puffer.runs import METRICS, SUMMARY, SweepSummary, read_overrides, write_json
+from puffer.config import CONF_DIR, ConfigError, compose, env_label, explain, validate
+from puffer.loggers import StopRun
+from puffer.runs import SUMMARY, SweepSummary, read_summary, write_json, write_sweep_summary
 
 log = logging.getLogger("puffer")
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+USAGE = "usage: python -m puffer.train [-m] [key=value ...] (--help lists every group and key)"
+_FULL_ERROR = False  # the user asked for tracebacks (HYDRA_FULL_ERROR=1)
 
 
 class TrainingInterrupted(Exception):
     """SIGINT or SIGTERM stopped training after a checkpoint; ``code`` is 130 or 143."""
 
     def __init__(self, signum: int):
-        self.signum = signum
-        self.code = 128 + signum
+        self.signum, self.code = signum, 128 + signum
         super().__init__(f"stopped by {signal.Signals(signum).name}")
-
-
-# -- building the parts ------------------------------------------------------------------------------
-
-
-def env_creator(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
-    """``(creator, env_kwargs)`` for ``puffer.vector.make``: a built-in name, gymnasium or custom."""
-    kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True)
-    assert isinstance(kwargs, dict)
-    if cfg.env.name == "gymnasium":
-        from puffer.emulation import GymnasiumEnv
-
-        return functools.partial(GymnasiumEnv, cfg.env.id), kwargs
-    if cfg.env.name == "custom":
-        return import_creator(cfg.env.creator), kwargs
-    return cfg.env.name, kwargs
-
-
-def make_vecenv(cfg: DictConfig, num_envs: int | None = None, backend: str | None = None) -> Any:
-    """The ``VecEnv`` ``cfg.env`` and ``cfg.vector`` describe (``num_envs``/``backend`` override).
-
-    Raises ``ConfigError`` when the env rejects its settings (bad vector values or env kwargs).
-    """
-    from puffer import vector
-
-    creator, env_kwargs = env_creator(cfg)
-    backend = backend or cfg.vector.backend
-    vec = cfg.vector
-    parallel = (
-        {
-            "timeout": vec.timeout,
-            "start_method": vec.start_method,
-            "oversubscribe": vec.oversubscribe,
-        }
-        if backend == "multiprocessing"
-        else {}
-    )
-    try:
-        return vector.make(
-            creator,
-            num_envs=num_envs or vec.num_envs,
-            backend=backend,
-            num_workers=vec.num_workers if backend == "multiprocessing" else None,
-            batch_size=vec.batch_size,
-            seed=cfg.seed,
-            env_kwargs=env_kwargs or None,
-            **parallel,
-        )
-    except (ValueError, TypeError) as e:  # bad vector settings or env kwargs
-        raise ConfigError(f"cannot make the env: {e}") from e
-
-
-def ppo_config(cfg: DictConfig) -> Any:
-    """``cfg.ppo`` as the ``PPOConfig`` dataclass the Trainer takes."""
-    return OmegaConf.to_object(cfg.ppo)
-
-
-def policy_config(cfg: DictConfig) -> Any:
-    """``cfg.policy`` as the ``PolicyConfig`` dataclass ``puffer.policy.make`` takes."""
-    return OmegaConf.to_object(cfg.policy)
-
-
-# -- signals ---------------------------------------------------------------------------------------
 
 
 class StopFlag:
@@ -151,13 +86,6 @@ class StopFlag:
 # -- the training run ------------------------------------------------------------------------------
 
 
-def _resume_checkpoint(run_dir: Path) -> Path:
-    latest = ckpt.CheckpointDir(run_dir / "checkpoints").latest()
-    if latest is None:
-        raise ConfigError(f"resume: no checkpoint in {run_dir / 'checkpoints'}")
-    return latest
-
-
 def save_checkpoint(checkpoints: ckpt.CheckpointDir, trainer: Any, cfg: DictConfig) -> Path:
     """Checkpoint ``trainer`` (with ``cfg``) in ``checkpoints``; weights that are no longer finite
     raise ``FloatingPointError`` instead, so the last good checkpoint stays the latest."""
@@ -166,29 +94,13 @@ def save_checkpoint(checkpoints: ckpt.CheckpointDir, trainer: Any, cfg: DictConf
     bad = [n for n, p in trainer.policy.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         raise FloatingPointError(
-            f"the policy's weights are not finite after update {trainer.epoch} ({', '.join(bad)}); "
-            "not checkpointed. Lower ppo.learning_rate or enable "
+            f"the policy's weights are not finite after update {trainer.update_count} "
+            f"({', '.join(bad)}); not checkpointed. Lower ppo.learning_rate or enable "
             "ppo.normalize_rewards/normalize_observations"
         )
-    state = {
-        "trainer": trainer.state_dict(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "global_step": int(trainer.global_step),
-        "epoch": int(trainer.epoch),
-        "puffer_version": puffer.__version__,
-    }
-    return checkpoints.save(state, trainer.global_step)
-
-
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A checkpoint ``run`` wrote; ``CheckpointError`` naming the file if it is not one."""
-    state = ckpt.load(path)
-    trainer = state.get("trainer")
-    if not isinstance(trainer, dict) or "policy" not in trainer:
-        raise ckpt.CheckpointError(
-            f"checkpoint {path} is not a puffer training checkpoint (no trainer/policy entry)"
-        )
-    return state
+    config = OmegaConf.to_container(cfg, resolve=False)  # escapes kept: it round-trips
+    path = trainer.save(checkpoints.path(trainer.global_step), meta={"config": config})
+    return checkpoints.commit(path)
 
 
 def objective(trainer: Any) -> float | None:
@@ -197,136 +109,115 @@ def objective(trainer: Any) -> float | None:
     return float(sum(returns) / len(returns)) if returns else None
 
 
-def make_trainer(cfg: DictConfig, resume: Path | None = None) -> Any:
-    """The env, policy and ``Trainer`` ``cfg`` describes, restored from the checkpoint ``resume``."""
-    from puffer import policy as policies
-    from puffer.ppo.trainer import Trainer
+def _latest(run_dir: Path) -> Path:
+    latest = ckpt.CheckpointDir(run_dir / "checkpoints").latest()
+    if latest is None:
+        raise ConfigError(f"resume: no checkpoint in {run_dir / 'checkpoints'}")
+    return latest
 
-    state = load_checkpoint(resume)["trainer"] if resume is not None else None
-    vecenv = make_vecenv(cfg)
+
+@contextmanager
+def _run_log(path: Path) -> Iterator[None]:
+    """Also write the root logger's lines (and progress) to ``path`` unless Hydra already does."""
+    root = logging.getLogger()
+    if any(getattr(h, "baseFilename", None) == str(path.absolute()) for h in root.handlers):
+        yield
+        return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s"))
+    progress = logging.getLogger("puffer.progress")
+    root.addHandler(handler)
+    progress.addHandler(handler)
     try:
-        policy = policies.make(policy_config(cfg), vecenv, seed=cfg.seed)
-        trainer = Trainer(
-            ppo_config(cfg),
-            vecenv,
-            policy,
-            device=cfg.device,
-            seed=cfg.seed,
-            torch_threads=cfg.torch_threads,
-        )
-        if state is not None:
-            try:
-                trainer.load_state_dict(state)
-            except (KeyError, RuntimeError, ValueError) as e:
-                raise ckpt.CheckpointError(
-                    f"checkpoint {resume} does not fit this config ({type(e).__name__}: "
-                    f"{str(e).splitlines()[0]}); resume with the run's own config (drop "
-                    "overrides that change the env, policy or vector)"
-                ) from e
-    except BaseException:
-        vecenv.close()
-        raise
-    return trainer
+        yield
+    finally:
+        root.removeHandler(handler)
+        progress.removeHandler(handler)
+        handler.close()
 
 
-def make_loggers(
-    cfg: DictConfig, run_dir: Path, trainer: Any, resume_step: int | None, console: Any = None
-) -> Any:
-    """metrics.jsonl, the sinks ``cfg.logger`` enables and the dashboard, as one ``Loggers``."""
-    from puffer.dashboard import RunInfo, make_dashboard
-    from puffer.loggers import Loggers, MetricsJsonl, TensorBoard, Wandb
+def run(
+    cfg: DictConfig,
+    run_dir: str | os.PathLike[str],
+    console: Any = None,
+    sinks: tuple[Any, ...] = (),
+) -> dict[str, Any]:
+    """Train as ``cfg`` (already validated) says in ``run_dir``; returns the summary (also
+    summary.json). ``sinks`` get every update's metrics too (one may raise ``StopRun``).
 
-    loggers = Loggers()
-    try:
-        loggers.add(MetricsJsonl(run_dir / METRICS, resume_step=resume_step))
-        if cfg.logger.tensorboard:
-            loggers.add(TensorBoard(run_dir / "tb", resume_step=resume_step))
-        w = cfg.logger.wandb
-        if w.enabled and w.mode != "disabled":
-            config = OmegaConf.to_container(cfg, resolve=True)
-            assert isinstance(config, dict)
-            loggers.add(
-                Wandb(
-                    run_dir,
-                    config,
-                    mode=w.mode,
-                    project=w.project,
-                    entity=w.entity,
-                    group=w.group,
-                    tags=list(w.tags),
-                    name=f"{env_label(cfg)}/{run_dir.name}",
-                )
-            )
-        info = RunInfo(
-            env=env_label(cfg),
-            total_timesteps=cfg.ppo.total_timesteps,
-            params=sum(p.numel() for p in trainer.policy.parameters()),
-            policy=cfg.policy.name,
-            device=str(trainer.device),
-            backend=cfg.vector.backend,
-            num_envs=cfg.vector.num_envs,
-            run_dir=str(run_dir),
-            start_step=int(trainer.global_step),
-        )
-        dashboard = make_dashboard(cfg.dashboard, info, console)
-        if dashboard is not None:
-            loggers.add(dashboard)
-    except BaseException:
-        loggers.close()
-        raise
-    return loggers
-
-
-def env_label(cfg: DictConfig) -> str:
-    """The env as runs are named: the gymnasium id, the custom creator's name, or the name."""
-    from puffer.config import env_label as label
-
-    return label(cfg.env.name, cfg.env.id, cfg.env.creator)
-
-
-def run(cfg: DictConfig, run_dir: str | os.PathLike[str], console: Any = None) -> dict[str, Any]:
-    """Train as ``cfg`` says, writing the run directory; returns the summary (also summary.json).
-
-    Validates ``cfg`` first. Raises ``TrainingInterrupted`` after checkpointing when SIGINT/SIGTERM
-    arrives (until the run directory is complete, cleanup included), and re-raises errors (a bad
+    With ``cfg.resume`` (== ``run_dir``) the run continues from its latest checkpoint and nothing
+    in it changes until the trainer has loaded; a finished run is left as it is. Raises
+    ``TrainingInterrupted`` after checkpointing on SIGINT/SIGTERM, and re-raises errors (a bad
     config, a NaN loss, an env failure) after recording them; the last good checkpoint stays.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    resuming = cfg.resume is not None
     started = time.time()
-    summary: dict[str, Any] = {"status": "starting", "env": env_label(cfg), "run_dir": str(run_dir)}
-    write_json(run_dir / SUMMARY, summary)
-
+    summary: dict[str, Any] = {"status": "starting", "env": _label(cfg), "run_dir": str(run_dir)}
+    if not resuming:  # `started` says which run is newest (puffer eval <env>), resumed or not
+        summary["started"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / SUMMARY, summary)
     stop = StopFlag()
     loggers = trainer = None
-    status = "failed"
+    status, touched = "failed", not resuming
     sps: deque[float] = deque(maxlen=10)  # the last updates' rates, for the summary
-    with stop.installed():
+    with stop.installed(), ExitStack() as logs:
         try:
-            validate(cfg)
-            checkpoints = ckpt.CheckpointDir(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
-            resume = _resume_checkpoint(Path(cfg.resume)) if cfg.resume is not None else None
-            if resume is not None:
-                log.info("resuming from %s", resume)
-            trainer = make_trainer(cfg, resume)
-            last_saved = int(trainer.global_step) if resume is not None else -1
-            loggers = make_loggers(
-                cfg, run_dir, trainer, trainer.global_step if resume else None, console
-            )
-            summary["status"] = "running"
+            if not resuming:
+                logs.enter_context(_run_log(run_dir / "train.log"))
+            trainer = build.make_trainer(cfg, _latest(run_dir) if resuming else None)
+            if resuming and trainer.done:
+                log.info(
+                    "%s already finished at step %s; nothing changed (raise "
+                    "ppo.total_timesteps to continue it)", run_dir, f"{trainer.global_step:,}"
+                )  # fmt: skip
+                return read_summary(run_dir) or summary
+            touched = True
+            if resuming:
+                logs.enter_context(_run_log(run_dir / "train.log"))
+            summary = {**(read_summary(run_dir) or {}), **summary, "status": "running"}
             write_json(run_dir / SUMMARY, summary)
+            log.info(
+                "puffer: %s %s, %s steps, run dir %s",
+                "resuming" if resuming else "training",
+                _label(cfg),
+                f"{cfg.ppo.total_timesteps:,}",
+                run_dir,
+            )
+            checkpoints = ckpt.CheckpointDir(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
+            last_saved = int(trainer.global_step) if resuming else -1
+            loggers = build.make_loggers(
+                cfg, run_dir, trainer, trainer.global_step if resuming else None, console, sinks
+            )
+            status = "completed"
             while not trainer.done and stop.signum is None:
-                trainer.evaluate()
-                metrics = trainer.train()
-                loggers.log(metrics, int(trainer.global_step))
+                trainer.rollout()
+                metrics = trainer.update()
                 if metrics.get("sps") is not None:
                     sps.append(float(metrics["sps"]))
-                if trainer.epoch % cfg.checkpoint.interval == 0 or trainer.done:
+                try:
+                    loggers.log(metrics, int(trainer.global_step))
+                except StopRun as e:
+                    status = e.status
+                    log.info("puffer: %s: %s", e.status, e.message)
+                    break
+                if trainer.update_count % cfg.checkpoint.interval == 0 or trainer.done:
                     save_checkpoint(checkpoints, trainer, cfg)
                     last_saved = trainer.global_step
             if trainer.global_step != last_saved:
                 save_checkpoint(checkpoints, trainer, cfg)
-            status = "interrupted" if stop.signum is not None else "completed"
+            if stop.signum is not None:
+                status = "interrupted"
+            else:
+                score = objective(trainer)
+                log.info(
+                    "puffer: done: %s steps in %.1fs, mean return %s; run dir %s",
+                    f"{trainer.global_step:,}",
+                    time.time() - started,
+                    "-" if score is None else f"{score:.4g}",
+                    run_dir,
+                )
         except BaseException as e:
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
             summary["error"] = f"{type(e).__name__}: {e}"
@@ -336,67 +227,84 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike[str], console: Any = None) -
                 status = "interrupted"
                 log.warning("update interrupted by the signal (%s); keeping the last checkpoint", e)
             else:
+                if isinstance(e, Exception):
+                    log.error("puffer: %s", _failure_message(e, run_dir))
                 raise
         finally:
-            # Still under the signal handlers: a SIGTERM now must not kill the process before
-            # the logs are flushed, W&B is finished, the workers are reaped and the summary is out.
-            latest = ckpt.CheckpointDir(run_dir / "checkpoints").latest()
-            summary.update(
-                status=status,
-                objective=objective(trainer),
-                global_step=int(trainer.global_step) if trainer is not None else 0,
-                epoch=int(trainer.epoch) if trainer is not None else 0,
-                sps=round(sum(sps) / len(sps), 1) if sps else None,
-                wall_time=round(time.time() - started, 3),
-                latest_checkpoint=str(latest) if latest else None,
-            )
-            try:
-                if loggers is not None:
-                    loggers.close()
-            finally:
-                if trainer is not None:
-                    trainer.close()
-                write_json(run_dir / SUMMARY, summary)
+            if stop.signum is not None:
+                name = signal.Signals(stop.signum).name
+                log.error("puffer: stopped by %s; checkpoint and logs saved in %s", name, run_dir)
+            _finish(run_dir, summary, status, touched, trainer, loggers, sps, started)
     if stop.signum is not None:
         raise TrainingInterrupted(stop.signum)
     return summary
 
 
-def _task(cfg: DictConfig) -> float:
-    """The Hydra task: one run in Hydra's output dir; returns the objective (NaN if it failed)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+def _finish(run_dir, summary, status, touched, trainer, loggers, sps, started) -> None:  # type: ignore[no-untyped-def]
+    """Close the sinks and the env and write the summary (only if this attempt touched the run).
 
+    Still under the signal handlers: a SIGTERM now must not kill the process before the logs are
+    flushed, W&B is finished, the workers are reaped and the summary is out.
+    """
+    latest = ckpt.CheckpointDir(run_dir / "checkpoints").latest()
+    summary.update(
+        status=status,
+        objective=objective(trainer),
+        global_step=int(trainer.global_step) if trainer is not None else 0,
+        update=int(trainer.update_count) if trainer is not None else 0,
+        sps=round(sum(sps) / len(sps), 1) if sps else None,
+        wall_time=round(time.time() - started, 3),
+        latest_checkpoint=str(latest) if latest else None,
+    )
+    try:
+        if loggers is not None:
+            loggers.close()
+    finally:
+        if trainer is not None:
+            trainer.close()
+        if touched:
+            write_json(run_dir / SUMMARY, summary)
+
+
+def _label(cfg: DictConfig) -> str:
+    return env_label(cfg.env.name, cfg.env.id, cfg.env.creator)
+
+
+def effective_config(cfg: DictConfig) -> DictConfig:
+    """``cfg`` itself for a new run; for ``resume=<run>`` the run's own config with what this
+    command line changed on top (``build.reload``)."""
+    if cfg.resume is None:
+        return cfg
+    merged = build.reload(cfg.resume, cfg, skip=("resume",))
+    merged.resume = cfg.resume
+    return merged
+
+
+# -- the Hydra app ---------------------------------------------------------------------------------
+
+
+def _task(cfg: DictConfig) -> float:
+    """The Hydra task: one run; returns the objective (NaN before any episode ended)."""
     hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    run_dir = Path(cfg.resume) if cfg.resume is not None else Path(hc.runtime.output_dir)
     console = None
     if multirun and cfg.dashboard == "auto":
         from rich.console import Console
 
         console = Console(force_terminal=False)  # sweep jobs print plain lines, even on a terminal
     try:
-        summary = run(cfg, run_dir, console)
-    except TrainingInterrupted as e:
-        print(f"puffer: {e}; checkpoint and logs saved in {run_dir}", file=sys.stderr)
+        summary = run(effective_config(cfg), run_dir, console)
+    except TrainingInterrupted as e:  # run() logged it
         raise SystemExit(e.code) from None
     except KeyboardInterrupt:
-        print(f"puffer: aborted; logs in {run_dir}", file=sys.stderr)
+        log.error("puffer: aborted; logs in %s", run_dir)
         raise SystemExit(128 + signal.SIGINT) from None
-    except Exception as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"puffer: {_failure_message(e, run_dir)}", file=sys.stderr)
-        if not multirun:
-            raise SystemExit(EXIT_CONFIG if isinstance(e, ConfigError) else EXIT_FAILED) from None
-        if hc.sweeper.get("_target_") == BASIC_SWEEPER:
-            return float("nan")  # an exception would stop the basic sweeper's remaining jobs
-        raise  # other sweepers mark the trial failed (the Optuna plugin crashes on a NaN)
-    score = summary["objective"]
-    print(
-        f"puffer: done: {summary['global_step']:,} steps in {summary['wall_time']:.1f}s, "
-        f"mean return {score if score is None else round(score, 4)}; run dir {run_dir}"
-    )
+    except Exception as e:  # run() logged it
+        if _FULL_ERROR or multirun:
+            raise  # a sweeper records the job as failed; the summary table shows it
+        raise SystemExit(EXIT_CONFIG if isinstance(e, ConfigError) else EXIT_FAILED) from None
+    score = summary.get("objective")
     return float("nan") if score is None else float(score)
 
 
@@ -407,159 +315,115 @@ def _failure_message(e: BaseException, run_dir: Path) -> str:
     latest = ckpt.CheckpointDir(run_dir / "checkpoints").latest()
     kept = f"; last good checkpoint {latest}" if latest else "; no checkpoint was written"
     return (
-        f"training failed: {type(e).__name__}: {first}{kept}. Traceback in {run_dir / SUMMARY} "
+        f"training failed: {type(e).__name__}: {first}{kept}. The full trace is in {run_dir / SUMMARY} "
         "(or rerun with HYDRA_FULL_ERROR=1)."
     )
 
 
-# -- the command line ------------------------------------------------------------------------------
+def _config_error(message: str) -> SystemExit:
+    print(f"puffer: config error: {message}", file=sys.stderr)
+    return SystemExit(EXIT_CONFIG)
 
 
-def _quote(value: str) -> str:
-    """A Hydra override value that keeps ``value`` verbatim (paths with spaces, colons, ...)."""
-    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{escaped}'"
+def _job(config: DictConfig) -> DictConfig:
+    return OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
 
 
-def resume_overrides(overrides: list[str]) -> list[str]:
-    """For ``resume=<run dir>``: the run's own overrides, then these, then the run's directory."""
-    resume = [o for o in overrides if override_key(o) == "resume"]
-    if not resume:
-        return overrides
-    run_dir = resume[-1].split("=", 1)[1].strip("'\"")
-    if not (Path(run_dir) / ".hydra").is_dir():
+def _check_dir(out: str) -> None:
+    """Create the run/sweep directory now, so that a bad one fails as a config error."""
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        problem = e.strerror or type(e).__name__
         raise ConfigError(
-            f"resume={run_dir}: not a run directory (no .hydra/ inside); give the directory a "
-            "training run created, e.g. resume=outputs/cartpole/<date>_<time>"
-        )
-    merged: dict[str, str] = {}
-    for o in [*read_overrides(run_dir), *overrides]:
-        merged.pop(override_key(o), None)  # later wins, in its own position
-        merged[override_key(o)] = o
-    merged["resume"] = f"resume={_quote(str(Path(run_dir)))}"
-    merged["hydra.run.dir"] = f"hydra.run.dir={_quote(str(Path(run_dir)))}"
-    return list(merged.values())
+            f"cannot create the run directory {out}: {problem}. Run from a writable directory or "
+            "choose another with hydra.run.dir=<dir> (hydra.sweep.dir=<dir> with -m)."
+        ) from None
 
 
-def _sweep_combinations(overrides: list[str]) -> list[list[str]]:
-    """Override lists covering every value of every sweep (one at a time, others at their first)."""
+def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """Override lists covering every value of every sweep: each value once, the others at their
+    first (Hydra's parser expands them; interval sweeps for Optuna have no list and are skipped)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    choices: list[list[str]] = []
-    for o in parsed:
+    options: list[list[str]] = []
+    for o in OverridesParser.create().parse_overrides(overrides):
+        values = [o.input_line]
         if o.is_sweep_override():
             try:
-                values = list(o.sweep_string_iterator())
-            except Exception:  # interval sweeps (optuna) have no list of values
-                values = []
-            key = o.get_key_element()
-            choices.append([f"{key}={v}" for v in values])
-        else:
-            choices.append([o.input_line])
-    base = [c[0] for c in choices if c]
-    combos = [base]
-    for i, c in enumerate(choices):
-        for v in c[1:]:
-            combo = [*base]
-            combo[sum(1 for x in choices[:i] if x)] = v
-            combos.append(combo)
-    return combos
+                values = [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+            except Exception:
+                continue
+        options.append(values)
+    base = [v[0] for v in options]
+    return [base] + [[*base[:i], v, *base[i + 1 :]] for i, vs in enumerate(options) for v in vs[1:]]
 
 
-def check(overrides: list[str], multirun: bool = False) -> DictConfig:
-    """Compose and validate as the app would, and check the output directory can be written.
+class Checks(Callback):
+    """Validates before Hydra makes any directory: the run (``on_run_start``) or every value of
+    every sweep (``on_multirun_start``). A mistake exits 2 with one paragraph on stderr."""
 
-    Raises ``ConfigError``; returns the (first) composed config.
-    """
-    combos = _sweep_combinations(overrides) if multirun else [overrides]
-    first = None
-    for combo in combos:
-        cfg = compose(combo, return_hydra_config=True)
-        if first is None:
-            out = cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir
-            problem = writable_dir_problem(out)
-            if problem:
-                raise _run_dir_error(out, problem)
-            first = cfg
-        body = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-        validate(body)
-    assert first is not None
-    return first
+    sweep_dir: str | None = None  # set when a sweep starts (main() tabulates a failed one)
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with _exit_on_error():
+            validate(effective_config(_job(config)))
+            if config.resume is None:
+                _check_dir(config.hydra.run.dir)
 
-def _run_dir_error(out: str, problem: object) -> ConfigError:
-    return ConfigError(
-        f"cannot create the run directory {out}: {problem}. Run from a writable directory or "
-        "choose another with hydra.run.dir=<dir> (hydra.sweep.dir=<dir> with -m)."
-    )
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with _exit_on_error():
+            if config.resume is not None:
+                raise ConfigError("resume= continues one run: drop -m (or resume each job's dir)")
+            for job in _sweep_jobs(list(config.hydra.overrides.task)):
+                validate(compose(job))
+            _check_dir(config.hydra.sweep.dir)
+        Checks.sweep_dir = str(config.hydra.sweep.dir)
 
 
-def claim_dir(path: str | os.PathLike[str]) -> str:
-    """Create ``path`` (or ``path-1``, ``path-2``, ... if taken) and return it.
-
-    Two runs started within the same second would otherwise share one timestamped directory.
-    """
-    base = Path(path)
-    base.parent.mkdir(parents=True, exist_ok=True)
-    for n in range(1000):
-        candidate = base if n == 0 else base.with_name(f"{base.name}-{n}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        return str(candidate)
-    raise ConfigError(f"cannot find a free run directory next to {base}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m puffer.train`` and ``puffer train``; returns the exit code."""
-    import hydra
-    from hydra._internal.utils import get_args_parser
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args, _ = get_args_parser().parse_known_args(argv)
-    informational = args.help or args.hydra_help or args.info or args.cfg or args.shell_completion
-    overrides = [o for o in argv if not o.startswith("-") and "=" in o]
-    flags = [a for a in argv if a not in overrides]
+@contextmanager
+def _exit_on_error() -> Iterator[None]:
+    """Turn an error into exit 2 with one paragraph: Hydra would only warn about a callback's
+    exception, but lets ``SystemExit`` through."""
     try:
-        if args.multirun and any(override_key(o) == "resume" for o in overrides):
-            raise ConfigError("resume= continues one run: drop -m (or resume each job's directory)")
-        overrides = resume_overrides(overrides)
-        if not informational and args.config_name is None and args.config_dir is None:
-            cfg = check(overrides, multirun=args.multirun)
-            key = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
-            out = cfg.hydra.sweep.dir if args.multirun else cfg.hydra.run.dir
-            try:  # created here, so that Hydra's own attempt cannot fail with a traceback
-                if any(override_key(o) == key for o in overrides):
-                    Path(out).mkdir(parents=True, exist_ok=True)
-                else:
-                    overrides.append(f"{key}={_quote(claim_dir(out))}")
-            except OSError as e:
-                raise _run_dir_error(out, e) from e
-    except (ConfigError, FileNotFoundError) as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"puffer: config error: {e}", file=sys.stderr)
-        return EXIT_CONFIG
+        yield
+    except Exception as e:
+        if _FULL_ERROR:
+            traceback.print_exc()
+        raise _config_error(str(e) if isinstance(e, ConfigError) else explain(e)) from None
 
-    app: Callable[[], Any] = hydra.main(
-        version_base="1.3", config_path=str(CONF_DIR), config_name="config"
-    )(_task)
+
+_app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_task)
+
+
+def main() -> int:
+    """Entry point of ``python -m puffer.train`` (argv is Hydra's); returns the exit code."""
+    global _FULL_ERROR
+    _FULL_ERROR = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises composition errors to us, not prints them
     SweepSummary.failed_jobs = 0
-    saved_argv = sys.argv
-    sys.argv = [saved_argv[0] if saved_argv else "puffer.train", *flags, *overrides]
     try:
-        app()
+        _app()
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_FAILED)
-    finally:
-        sys.argv = saved_argv
-    if args.multirun and SweepSummary.failed_jobs:
+    except Exception as e:
+        if _FULL_ERROR:
+            raise
+        if Checks.sweep_dir is None:  # Hydra could not compose the config
+            message = explain(e)
+            usage = f"\n{USAGE}" if message.startswith("cannot parse") else ""
+            print(f"puffer: config error: {message}{usage}", file=sys.stderr)
+            return EXIT_CONFIG
+        # The basic sweeper raises a failed job's error after its batch: tabulate the sweep.
+        rows = write_sweep_summary(Checks.sweep_dir)
+        SweepSummary.failed_jobs = sum(r["status"] != "completed" for r in rows)
+    if SweepSummary.failed_jobs:
         print(f"puffer: {SweepSummary.failed_jobs} sweep job(s) did not complete", file=sys.stderr)
         return EXIT_FAILED
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run the imported module's main: the callbacks' globals are there
+    from puffer.train import main as module_main
+
+    sys.exit(module_main())

@@ -181,8 +181,8 @@ def test_infinite_horizon_value():
     )
     trainer = Trainer(config, env, policy, device="cpu", seed=0)
     while not trainer.done:
-        trainer.evaluate()
-        trainer.train()
+        trainer.rollout()
+        trainer.update()
     with torch.no_grad():
         _, value, _ = policy(torch.tensor([[0.5]]))
     assert value.item() == pytest.approx(1 / (1 - gamma), rel=0.05)

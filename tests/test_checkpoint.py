@@ -9,15 +9,20 @@ from puffer import checkpoint
 from puffer.checkpoint import CheckpointDir, CheckpointError
 
 
-def _state(step: int) -> dict:
-    return {"step": step, "weights": torch.full((3,), float(step)), "rng": [1, 2, 3]}
+def _state(step: int, **extra) -> dict:
+    """A checkpoint dict whose trainer entry holds ``step`` and ``extra``."""
+    trainer = {"policy": {"w": torch.full((3,), float(step))}, "step": step, "rng": [1, 2, 3]}
+    return checkpoint.make({**trainer, **extra}, {"global_step": step})
 
 
 def test_save_load_roundtrip(tmp_path):
-    path = checkpoint.save({"w": torch.arange(4), "x": [1.5, "s"]}, tmp_path / "c.pt")
+    path = checkpoint.save(_state(3, w=torch.arange(4), x=[1.5, "s"]), tmp_path / "c.pt")
     back = checkpoint.load(path)
-    assert torch.equal(back["w"], torch.arange(4))
-    assert back["x"] == [1.5, "s"]
+    assert back["format"] == "puffer.checkpoint" and back["version"] == 1
+    assert back["meta"] == {"global_step": 3}
+    assert torch.equal(back["trainer"]["w"], torch.arange(4))
+    assert back["trainer"]["x"] == [1.5, "s"]
+    assert torch.equal(checkpoint.policy_state(back)["w"], torch.full((3,), 3.0))
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp files left behind
 
 
@@ -30,7 +35,7 @@ def test_numpy_arrays_and_scalars_load_safely(tmp_path):
         "steps": np.int64(7),
         "rng": np.random.default_rng(3).bit_generator.state,
     }
-    back = checkpoint.load(checkpoint.save(state, tmp_path / "env.pt"))
+    back = checkpoint.load(checkpoint.save(_state(0, **state), tmp_path / "env.pt"))["trainer"]
     assert back["obs"].dtype == np.float32 and np.array_equal(back["obs"], state["obs"])
     assert back["done"].tolist() == [True, False] and back["steps"] == 7
     assert back["rng"] == state["rng"]
@@ -53,8 +58,8 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
             raise RuntimeError("cannot pickle")
 
     with pytest.raises(RuntimeError, match="cannot pickle"):
-        checkpoint.save({"bad": Unpicklable()}, path)
-    assert checkpoint.load(path)["step"] == 1
+        checkpoint.save(_state(2, bad=Unpicklable()), path)
+    assert checkpoint.load(path)["trainer"]["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 
 
@@ -65,7 +70,7 @@ def test_rotation_keeps_the_newest_and_points_latest_at_it(tmp_path):
     assert [p.name for p in ckdir.all()] == ["model_000000000200.pt", "model_000000000300.pt"]
     assert ckdir.latest().name == "model_000000000300.pt"
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "model_000000000300.pt"
-    assert checkpoint.load(ckdir.latest())["step"] == 300
+    assert checkpoint.load(ckdir.latest())["trainer"]["step"] == 300
 
 
 def test_latest_falls_back_to_the_highest_step_when_the_pointer_is_stale(tmp_path):
@@ -98,3 +103,55 @@ def test_unreadable_checkpoints_name_the_file(tmp_path, kind):
     with pytest.raises(CheckpointError) as info:
         checkpoint.load(path)
     assert str(path) in str(info.value)
+
+
+def test_save_refuses_a_dict_that_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match=r"puffer\.checkpoint\.make"):
+        checkpoint.save({"weights": torch.zeros(3)}, tmp_path / "c.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "obj, match",
+    [
+        ({"weights": torch.zeros(3)}, "not a puffer checkpoint"),
+        ({"format": "puffer.checkpoint", "version": 99, "trainer": {}}, "version 99"),
+        ({"format": "puffer.checkpoint", "version": 1, "trainer": {}}, "no trainer/policy"),
+    ],
+)
+def test_foreign_newer_or_incomplete_checkpoints_name_the_file(tmp_path, obj, match):
+    path = tmp_path / "model.pt"
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError, match=match) as info:
+        checkpoint.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_checkpoints_of_the_format_before_version_1_are_upgraded(tmp_path):
+    """The run loop's old ``{"trainer": ..., "config": ...}`` file, with the hand-written Adam's
+    state, reads as version 1 with torch.optim.Adam's state dict."""
+    old_trainer = {
+        "format": "puffer.ppo.Trainer/1",
+        "policy": {"w": torch.ones(2)},
+        "optimizers": [
+            {
+                "param_groups": [{"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-5}],
+                "steps": 4,
+                "exp_avgs": [torch.full((2,), 0.5)],
+                "exp_avg_sqs": [torch.full((2,), 0.25)],
+            }
+        ],
+        "global_step": 512,
+        "epoch": 4,
+    }
+    path = tmp_path / "model_000000000512.pt"
+    torch.save({"trainer": old_trainer, "config": {"seed": 3}, "global_step": 512}, path)
+    ckpt = checkpoint.load(path)
+    assert ckpt["format"] == "puffer.checkpoint" and ckpt["meta"]["config"] == {"seed": 3}
+    assert ckpt["trainer"]["update_count"] == 4 and ckpt["meta"]["global_step"] == 512
+    param = torch.nn.Parameter(torch.zeros(2))
+    adam = torch.optim.Adam([param], lr=0.1)
+    adam.load_state_dict(ckpt["trainer"]["optimizers"][0])
+    state = adam.state[param]
+    assert float(state["step"]) == 4 and torch.equal(state["exp_avg_sq"], torch.full((2,), 0.25))
+    assert adam.param_groups[0]["lr"] == 1e-3 and adam.param_groups[0]["eps"] == 1e-5

@@ -49,14 +49,32 @@ def test_config_errors_are_one_clean_paragraph(run, tmp_path, override, expected
     assert not (tmp_path / "outputs").exists()  # failed before any run dir, env or worker
 
 
-def test_full_hydra_error_gives_the_traceback(monkeypatch, tmp_path):
-    from puffer import train
-    from puffer.config import ConfigError
+def test_full_hydra_error_gives_the_traceback(helpers, tmp_path):
+    env = {**helpers.clean_env(), "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "puffer.train", "ppo.learning_rat=1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "Traceback (most recent" in proc.stderr and "learning_rat" in proc.stderr
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
-    with pytest.raises(ConfigError, match="learning_rat"):
-        train.main(["ppo.learning_rat=1"])
+
+def test_each_front_end_prints_its_own_usage(run, tmp_path, helpers):
+    proc = run("puffer.train", "bogus")
+    assert proc.returncode == 2 and "usage: python -m puffer.train" in proc.stderr
+    bad = subprocess.run(
+        [puffer_script(), "eval", "cartpole", "bogus"],
+        cwd=tmp_path,
+        env=helpers.clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "usage: puffer eval" in bad.stderr, bad.stderr
 
 
 def test_puffer_list_shows_envs_with_spaces(tmp_path, helpers):
@@ -101,6 +119,17 @@ def test_puffer_train_then_eval_the_newest_run(tmp_path, helpers):
 
     missing = puffer("eval", "cartpole")
     assert missing.returncode == 2 and "no trained run of 'cartpole'" in missing.stderr
+
+    # A newer run, then the older one resumed (its files are now the most recently modified):
+    # the newest run by start time is still the one evaluated.
+    newer = puffer("train", "bandit", "--timesteps", "1024", *tiny, "logger=none")
+    assert newer.returncode == 0, newer.stderr
+    (newer_dir,) = [p for p in run_dir.parent.iterdir() if p != run_dir]
+    resumed = puffer("train", "bandit", f"resume={run_dir}", "ppo.total_timesteps=2048")
+    assert resumed.returncode == 0, resumed.stderr
+    evaluated = puffer("eval", "bandit", "--episodes", "2")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert newer_dir.name in evaluated.stdout
 
 
 def test_cli_maps_a_gymnasium_id_to_the_gymnasium_env():

@@ -32,6 +32,9 @@ def test_defaults_are_cartpole_serial_mlp_tensorboard():
     assert cfg.seed == 0 and cfg.device == "auto" and cfg.resume is None
     assert cfg.hydra.job.chdir is False
     assert cfg.hydra.run.dir.startswith("outputs/cartpole/")
+    assert compose(["resume='/r/it\\'s a,b'"], return_hydra_config=True).hydra.run.dir.startswith(
+        "/r/it's a,b/resumes/"
+    )  # a resume's own Hydra record goes inside the run, not over its .hydra/
     assert cfg.hydra.sweep.dir.startswith("multirun_sweeps/")
 
 
@@ -210,16 +213,22 @@ def test_cuda_request_without_cuda_is_refused():
     assert "CUDA is not available" in _error(["device=cuda"], validate_too=True)
 
 
-def test_writable_dir_problem(tmp_path):
-    assert config.writable_dir_problem(tmp_path / "a" / "b") is None
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    assert "not a directory" in config.writable_dir_problem(blocker / "run")
-
-
 def test_missing_sweep_plugin_points_at_the_extra():
-    class Missing(Exception):
-        pass
+    from hydra.errors import MissingConfigException
 
-    msg = config.explain(Missing("In 'x': Could not find 'hydra/sweeper/optuna'"))
-    assert "pip install -e '.[sweep]'" in msg
+    missing = MissingConfigException("", missing_cfg_file="hydra/sweeper/optuna", options=None)
+    assert "pip install -e '.[sweep]'" in config.explain(missing)
+
+
+def test_compose_inside_a_running_app_keeps_its_state():
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_dir(config_dir=str(config.CONF_DIR), version_base="1.3"):
+        assert compose(["env=bandit"]).env.name == "bandit"
+        assert GlobalHydra.instance().is_initialized()  # the outer context is untouched
+
+
+def test_torch_threads_has_one_default():
+    assert "torch_threads" not in OmegaConf.load(config.CONF_DIR / "config.yaml")
+    assert compose([]).torch_threads == config.TrainConfig.torch_threads == 1

@@ -21,7 +21,7 @@ INFO = RunInfo(
 )
 METRICS = {
     "global_step": 2048,
-    "epoch": 8,
+    "update": 8,
     "sps": 25_000.0,
     "learning_rate": 3e-4,
     "time/env": 0.01,
@@ -45,10 +45,10 @@ def test_terminal_gets_the_live_panel():
     dash = make_dashboard("auto", INFO, console)
     assert isinstance(dash, RichDashboard)
     dash.log(METRICS, 2048)
-    dash.log({**METRICS, "global_step": 4096, "epoch": 16}, 4096)  # no episode this update
+    dash.log({**METRICS, "global_step": 4096, "update": 16}, 4096)  # no episode this update
     dash.close()
     out = _text(buf)
-    for text in ("cartpole", "4,610", "SPS", "25.0k", "epoch", "uptime", "remaining", "serial x8"):
+    for text in ("cartpole", "4,610", "SPS", "25.0k", "update", "uptime", "remaining", "serial x8"):
         assert text in out, text
     for text in ("env", "forward", "learn", "10%", "30%", "60%"):
         assert text in out, text
@@ -64,7 +64,7 @@ def test_pipe_gets_plain_lines():
     dash = make_dashboard("auto", INFO, console)
     assert isinstance(dash, PlainDashboard)
     dash.log(METRICS, 2048)
-    dash.log({**METRICS, "epoch": 9}, 2304)  # within the interval: printed on close
+    dash.log({**METRICS, "update": 9}, 2304)  # within the interval: printed on close
     dash.close()
     out = buf.getvalue()
     assert "\x1b[" not in out  # no escape codes in logs
@@ -73,7 +73,7 @@ def test_pipe_gets_plain_lines():
     assert len(lines) == 3  # header, first update, last update: one line each, never wrapped
     assert "step 2,048/10,000 (20%)" in lines[1] and "return 42.5" in lines[1]
     assert "SPS 25.0k" in lines[1] and "value 2.5" in lines[1]
-    assert "epoch 9" in lines[2]
+    assert "update 9" in lines[2]
 
 
 def test_modes():

@@ -364,8 +364,8 @@ def test_state_survives_torch_weights_only_checkpoint(tmp_path):
         env.step(np.ones(4, np.int64))
     state = env.state()
     tensors = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
-    checkpoint.save({"env": tensors}, tmp_path / "c.pt")
-    loaded = checkpoint.load(tmp_path / "c.pt")["env"]
+    checkpoint.save(checkpoint.make({"policy": {}, "env": tensors}), tmp_path / "c.pt")
+    loaded = checkpoint.load(tmp_path / "c.pt")["trainer"]["env"]
     other = CartPoleVec(4)
     other.load_state(loaded)
     a = env.step(np.zeros(4, np.int64))[0].copy()

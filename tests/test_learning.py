@@ -35,14 +35,14 @@ def train(env: str, seed: int, policy_name: str | None = None, **env_kw) -> Trai
     policy = P.make(policy_cfg, vecenv, seed=seed)
     trainer = Trainer(ppo, vecenv, policy, device="cpu", seed=seed, torch_threads=1)
     while not trainer.done:
-        trainer.evaluate()
-        trainer.train()
+        trainer.rollout()
+        trainer.update()
     return trainer
 
 
 def final_rate(trainer: Trainer, key: str = "success") -> float:
     """``key``'s mean over the episodes of one more rollout (the policy as trained)."""
-    return trainer.evaluate()[f"env/{key}"]
+    return trainer.rollout()[f"env/{key}"]
 
 
 def deterministic_rate(trainer: Trainer, env: str, key: str = "success", rows: int = 100) -> float:

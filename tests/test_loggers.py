@@ -12,7 +12,7 @@ from puffer.loggers import Loggers, MetricsJsonl, TensorBoard, Wandb, read_jsonl
 def _metrics(step: int) -> dict:
     return {
         "global_step": step,
-        "epoch": step // 100,
+        "update": step // 100,
         "sps": 1000.0 + step,
         "losses/policy_loss": 0.5 / (1 + step),
         "env/episode_return": float(step) / 10,
@@ -28,7 +28,7 @@ def test_jsonl_rows_and_resume_truncation(tmp_path):
     sink.close()
     rows = read_jsonl(path)
     assert [r["global_step"] for r in rows] == [100, 200, 300, 400]
-    assert rows[1]["env/episode_return"] == 20.0 and rows[1]["epoch"] == 2
+    assert rows[1]["env/episode_return"] == 20.0 and rows[1]["update"] == 2
     assert rows[3]["losses/value_loss"] is None and "note" not in rows[3]
     # A resumed run from the step-200 checkpoint drops what came after it.
     sink = MetricsJsonl(path, resume_step=200)

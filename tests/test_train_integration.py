@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from puffer.loggers import read_jsonl
 
 TRAINING_KEYS = {
     "global_step",
-    "epoch",
+    "update",
     "sps",
     "learning_rate",
     "losses/policy_loss",
@@ -94,8 +95,8 @@ def test_run_directory_holds_config_checkpoints_logs_and_summary(run, helpers, t
         f"model_{steps[7]:012d}.pt",
     ]
     latest = checkpoint.load(ckdir.latest())
-    assert latest["global_step"] == steps[-1]
-    assert latest["config"]["ppo"]["total_timesteps"] == 2048
+    assert latest["format"] == "puffer.checkpoint" and latest["meta"]["global_step"] == steps[-1]
+    assert latest["meta"]["config"]["ppo"]["total_timesteps"] == 2048
     assert {"policy", "optimizers", "rng"} <= set(latest["trainer"])
 
     # TensorBoard: the same values on the same step axis.
@@ -117,6 +118,10 @@ def test_run_directory_holds_config_checkpoints_logs_and_summary(run, helpers, t
 
     # The terminal got plain lines (not a TTY) and the final report.
     assert "step 2,048/2,048" in proc.stdout and "puffer: done" in proc.stdout
+    # train.log: every line the run printed (no dashboard redraws), with progress lines.
+    log = (run_dir / "train.log").read_text()
+    assert "puffer: training cartpole" in log and "puffer: done: 2,048 steps" in log
+    assert "step 2,048/2,048 | update 8" in log and "\x1b" not in log
 
 
 def _wait_for_run(base: Path, rows: int, proc: subprocess.Popen, timeout: float = 60) -> Path:
@@ -162,16 +167,25 @@ def test_sigint_checkpoints_and_resume_matches_a_straight_run(helpers, tmp_path)
         proc.kill()
     assert proc.returncode == 130, err
     assert "stopped by SIGINT" in err and "Traceback (most recent" not in err
+    assert "stopped by SIGINT" in (run_dir / "train.log").read_text()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     stopped_at = summary["global_step"]
     assert 0 < stopped_at < 40960
     latest = checkpoint.CheckpointDir(run_dir / "checkpoints").latest()
-    assert checkpoint.load(latest)["global_step"] == stopped_at
+    assert checkpoint.load(latest)["meta"]["global_step"] == stopped_at
 
+    hydra_record = {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()}
     resumed = helpers.run_module("puffer.train", f"resume={run_dir}", cwd=split_dir)
     assert resumed.returncode == 0, resumed.stderr
     assert len(list((split_dir / "outputs" / "cartpole").iterdir())) == 1  # the same run dir
+    # The run's own Hydra record stays; the attempt's is in resumes/<time>/.
+    assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == hydra_record
+    (attempt,) = (run_dir / "resumes").iterdir()
+    assert f"resume={run_dir}" in (attempt / ".hydra" / "overrides.yaml").read_text()
+    log = (run_dir / "train.log").read_text()
+    assert log.index("stopped by SIGINT") < log.index("puffer: resuming cartpole")
+    assert "puffer: done" in log
 
     straight = helpers.run_module("puffer.train", *args, cwd=straight_dir)
     assert straight.returncode == 0, straight.stderr
@@ -179,7 +193,7 @@ def test_sigint_checkpoints_and_resume_matches_a_straight_run(helpers, tmp_path)
 
     a = checkpoint.load(checkpoint.CheckpointDir(run_dir / "checkpoints").latest())
     b = checkpoint.load(checkpoint.CheckpointDir(other / "checkpoints").latest())
-    assert a["global_step"] == b["global_step"] >= 40960
+    assert a["meta"]["global_step"] == b["meta"]["global_step"] >= 40960
     for name, tensor in b["trainer"]["policy"].items():
         if isinstance(tensor, torch.Tensor):
             assert torch.equal(a["trainer"]["policy"][name], tensor), name
@@ -230,7 +244,7 @@ def test_nan_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint(run, he
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and "NonFinite" in summary["error"]
     state = checkpoint.load(checkpoint.CheckpointDir(run_dir / "checkpoints").latest())
-    assert 0 < state["global_step"] < 2048
+    assert 0 < state["meta"]["global_step"] < 2048
     weights = [t for t in state["trainer"]["policy"].values() if isinstance(t, torch.Tensor)]
     assert all(torch.isfinite(t).all() for t in weights if t.is_floating_point())
 
@@ -250,15 +264,6 @@ def test_unwritable_output_dir_fails_at_startup(run, helpers, tmp_path):
     assert proc.returncode == 2
     assert "cannot create the run directory" in proc.stderr and str(blocker) in proc.stderr
     assert "Traceback (most recent" not in proc.stderr
-
-
-def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
-    from puffer.train import claim_dir
-
-    base = tmp_path / "outputs" / "cartpole" / "2026-01-01_12-00-00"
-    claimed = [claim_dir(base) for _ in range(3)]
-    assert [Path(c).name for c in claimed] == [base.name, f"{base.name}-1", f"{base.name}-2"]
-    assert all(Path(c).is_dir() for c in claimed)
 
 
 def test_explicit_run_dir_that_cannot_be_made_fails_cleanly(run, helpers):
@@ -282,7 +287,7 @@ def close_after_a_sigterm(self):
 
 
 loggers.MetricsJsonl.close = close_after_a_sigterm
-sys.exit(train.main(sys.argv[1:]))
+sys.exit(train.main())
 """
 
 
@@ -302,18 +307,20 @@ def test_sigterm_during_cleanup_still_finishes_the_run_dir(helpers, tmp_path):
 
 
 def test_resume_from_a_foreign_checkpoint_names_the_file(tmp_path):
+    from puffer.build import make_trainer
     from puffer.config import compose
-    from puffer.train import make_trainer
 
-    foreign = checkpoint.save({"weights": torch.zeros(3)}, tmp_path / "model_000000000001.pt")
-    with pytest.raises(checkpoint.CheckpointError, match="not a puffer training checkpoint") as e:
-        make_trainer(compose(["vector.num_envs=8"]), resume=foreign)
+    foreign = tmp_path / "model_000000000001.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(checkpoint.CheckpointError, match="not a puffer checkpoint") as e:
+        make_trainer(compose(["vector.num_envs=8"]), checkpoint=foreign)
     assert str(foreign) in str(e.value)
 
 
 def test_non_finite_weights_are_not_checkpointed_over_the_last_good_one(tmp_path):
+    from puffer.build import make_trainer
     from puffer.config import compose
-    from puffer.train import make_trainer, save_checkpoint
+    from puffer.train import save_checkpoint
 
     cfg = compose(["vector.num_envs=8"])
     trainer = make_trainer(cfg)
@@ -328,3 +335,154 @@ def test_non_finite_weights_are_not_checkpointed_over_the_last_good_one(tmp_path
         assert ckdir.all() == [good] and ckdir.latest() == good
     finally:
         trainer.close()
+
+
+def _snapshot(run_dir: Path) -> dict[str, bytes]:
+    """Every file of a run except the resume attempts' own records, by relative path."""
+    return {
+        str(p.relative_to(run_dir)): p.read_bytes()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and "resumes" not in p.relative_to(run_dir).parts
+    }
+
+
+def test_failed_or_pointless_resume_changes_nothing(run, helpers, tmp_path):
+    proc = run("puffer.train", *helpers.TINY, "logger=tensorboard")
+    assert proc.returncode == 0, proc.stderr
+    run_dir = helpers.only_run(tmp_path)
+    before = _snapshot(run_dir)
+
+    # The checkpoint does not fit another policy: refused, nothing in the run changes.
+    bad = run("puffer.train", f"resume={run_dir}", "ppo.total_timesteps=4096", "policy=lstm")
+    assert bad.returncode == 1 and str(run_dir) in bad.stderr, bad.stderr
+    assert "does not fit" in bad.stderr and "Traceback" not in bad.stderr
+    assert _snapshot(run_dir) == before
+
+    # A finished run resumed with the same budget keeps its record.
+    again = run("puffer.train", f"resume={run_dir}")
+    assert again.returncode == 0, again.stderr
+    assert "already finished" in again.stdout
+    assert _snapshot(run_dir) == before
+
+
+class _StopAfter:
+    """A sink that ends the run after ``n`` updates, as a pruner or a solved check would."""
+
+    def __init__(self, n: int):
+        self.n, self.seen = n, 0
+
+    def log(self, metrics, step):
+        from puffer.loggers import StopRun
+
+        self.seen += 1
+        if self.seen == self.n:
+            raise StopRun("solved", f"stopped after {self.n} updates")
+
+    def close(self):
+        pass
+
+
+def test_a_sink_raising_stoprun_ends_the_run_with_its_status(tmp_path, caplog):
+    from puffer import train
+    from puffer.config import compose
+
+    cfg = compose([*TINY_OVERRIDES, "logger=none", "dashboard=off", "checkpoint.interval=100"])
+    sink = _StopAfter(3)
+    with caplog.at_level("INFO", logger="puffer"):
+        summary = train.run(cfg, tmp_path / "run", sinks=(sink,))
+    assert summary["status"] == "solved" and summary["global_step"] == 3 * 256
+    assert isinstance(summary["objective"], float)
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["status"] == "solved"
+    latest = checkpoint.CheckpointDir(tmp_path / "run" / "checkpoints").latest()
+    assert (
+        checkpoint.load(latest)["meta"]["global_step"] == 3 * 256
+    )  # checkpointed where it stopped
+    assert len(read_jsonl(tmp_path / "run" / "metrics.jsonl")) == 3
+    assert "solved: stopped after 3 updates" in caplog.text
+
+
+TINY_OVERRIDES = [
+    "ppo.total_timesteps=2048",
+    "vector.num_envs=8",
+    "ppo.horizon=32",
+    "ppo.num_minibatches=2",
+    "ppo.update_epochs=1",
+    "torch_threads=1",
+]
+
+
+TAGENV = """
+import numpy as np
+from puffer import PufferEnv, StepResult
+from puffer.spaces import Box, Discrete
+
+
+class Tagged(PufferEnv):
+    observation_space = Box(-1.0, 1.0, shape=(1,))
+    action_space = Discrete(2)
+
+    def __init__(self, tag="none"):
+        with open(__file__.replace("tagenv.py", "seen.txt"), "a") as f:
+            f.write(repr(tag) + "\\n")
+
+    def reset(self, seed=None):
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, a):
+        self.t += 1
+        return StepResult(np.zeros(1, np.float32), float(a), False, self.t >= 4, {})
+"""
+
+
+def test_config_strings_reach_the_env_unchanged_in_train_resume_and_eval(run, tmp_path):
+    # From ../shared/cases/config-string-roundtrip.sh: , = : $ [ ] and an escaped interpolation
+    # in an env kwarg; a run dir with a space, a comma, '=' and a quote.
+    (tmp_path / "tagenv.py").write_text(TAGENV)
+    base = ["env=custom", "env.creator=tagenv:Tagged", "vector.num_envs=2", "ppo.num_minibatches=1"]
+    base += ["ppo.horizon=8", "logger=none", "dashboard=off", "device=cpu"]
+    run_dir = tmp_path / "runs" / "it's a,b=c run"
+    quoted = "'" + str(run_dir).replace("'", "\\'") + "'"
+    tag = "'x,y=z:w $HOME \\${lit} [1]'"
+    trained = run(
+        "puffer.train", *base, "ppo.total_timesteps=64", f"+env.kwargs.tag={tag}",
+        f"hydra.run.dir={quoted}",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    evaluated = run("puffer.eval", f"run={quoted}", "episodes=2")
+    assert evaluated.returncode == 0, evaluated.stderr
+    resumed = run("puffer.train", f"resume={quoted}", "ppo.total_timesteps=128")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] >= 128
+    seen = set((tmp_path / "seen.txt").read_text().splitlines())
+    assert seen == {repr("x,y=z:w $HOME ${lit} [1]")}
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs 2 CPU cores to move between",
+)
+def test_resume_on_a_machine_with_fewer_cores(helpers, tmp_path):
+    # From ../shared/cases/resume-other-cpu-count.sh: trained with one worker per core on 2
+    # cores, resumed on 1 core (taskset): the default layout, fresh episodes, one warning.
+    args = [
+        "env=cartpole", "vector=multiprocessing", "vector.num_envs=16", "ppo.horizon=16",
+        "ppo.num_minibatches=2", "ppo.total_timesteps=2048", "logger=none", "dashboard=off",
+        "device=cpu",
+    ]  # fmt: skip
+
+    def train(cores: str, *more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["taskset", "-c", cores, sys.executable, "-m", "puffer.train", *more],
+            cwd=tmp_path, env=helpers.clean_env(), capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+
+    first = train("0,1", *args)
+    assert first.returncode == 0, first.stderr
+    run_dir = helpers.only_run(tmp_path)
+    resumed = train("0", f"resume={run_dir}", "ppo.total_timesteps=4096")
+    assert resumed.returncode == 0, resumed.stderr
+    warnings = [ln for ln in resumed.stderr.splitlines() if "not bit-exact" in ln]
+    assert len(warnings) == 1 and "global_step=2048" in warnings[0], resumed.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] >= 4096

@@ -1,23 +1,46 @@
-"""``ExperienceBuffer``: one rollout, preallocated, shaped ``[segments, horizon]``.
+"""``ExperienceBuffer``: one rollout, preallocated, shaped ``[segments, horizon]``, and its indexing.
 
 A segment is one env row's ``horizon`` consecutive steps. Training draws minibatches of whole
 segments, so a recurrent policy replays each segment from the state it had at the segment's start
 (``initial_state``), resetting where ``starts`` marks a new episode.
+
+Writes happen once per step and in place: the policy's outputs go straight into the device tensors
+(``store_step``); what the env returns (rewards, ends, masks, starts) goes into time-major host
+arrays (``host_*``, ``(horizon, segments)`` numpy, pinned on CUDA), one contiguous row per step, and
+reaches the device tensors in one copy per rollout (``upload``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["ExperienceBuffer"]
+__all__ = ["ExperienceBuffer", "Minibatch"]
 
 
 def torch_dtype(dtype: Any) -> torch.dtype:
     """The torch dtype of a numpy dtype (e.g. ``float32 -> torch.float32``)."""
     return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+
+
+class Minibatch(NamedTuple):
+    """Whole segments gathered from the buffer, each ``(B, horizon, ...)``; ``initial_state`` is a
+    tuple of ``(B, ...)`` (empty for feed-forward policies); ``mask`` is None when every step
+    counts. ``advantages``/``returns`` are the update's, gathered alike; ``traces`` holds
+    ``(rewards, next_values, terminals, truncations)`` when V-trace needs them, else None."""
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    starts: torch.Tensor
+    initial_state: tuple[torch.Tensor, ...]
+    mask: torch.Tensor | None
+    traces: tuple[torch.Tensor, ...] | None  # (rewards, next_values, terminals, truncations)
 
 
 class ExperienceBuffer:
@@ -28,11 +51,14 @@ class ExperienceBuffer:
     - float32: ``log_probs``, ``values`` (``V(o_t)``), ``rewards``, ``next_values`` (``V`` of the
       observation after step ``t``; see ``puffer.ppo.advantage``);
     - bool: ``terminals``, ``truncations`` (the episode ended at ``t``), ``starts`` (``o_t`` begins
-      an episode: a recurrent state is zeroed before step ``t``).
+      an episode: a recurrent state is zeroed before step ``t``), ``masks`` (the step counts: its
+      row held a live agent; see ``VecEnv.masks``).
 
     ``initial_state`` is a tuple of ``(segments, ...)`` tensors: each segment's recurrent state
     before its first step (empty for feed-forward policies).
     """
+
+    HOST_FIELDS = ("rewards", "terminals", "truncations", "starts", "masks")
 
     def __init__(
         self,
@@ -46,6 +72,7 @@ class ExperienceBuffer:
         device: torch.device | str = "cpu",
     ):
         self.segments, self.horizon = segments, horizon
+        self.device = torch.device(device)
         shape = (segments, horizon)
 
         def zeros(*extra: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -60,12 +87,104 @@ class ExperienceBuffer:
         self.terminals = zeros(dtype=torch.bool)
         self.truncations = zeros(dtype=torch.bool)
         self.starts = zeros(dtype=torch.bool)
+        self.masks = torch.ones(shape, dtype=torch.bool, device=device)
         self.initial_state: tuple[torch.Tensor, ...] = tuple(
             torch.zeros(segments, *s.shape[1:], dtype=s.dtype, device=device)
             for s in (state_template or ())
         )
+        self._obs_steps = list(self.observations.unbind(1))  # views, one per step
+        self._steps: list[tuple[torch.Tensor, ...]] = []
+        pin = self.device.type == "cuda"
+        self._host = {
+            name: torch.zeros(
+                (horizon, segments), dtype=getattr(self, name).dtype, pin_memory=pin
+            ).fill_(name == "masks")
+            for name in self.HOST_FIELDS
+        }
+        for name, tensor in self._host.items():
+            setattr(self, f"host_{name}", tensor.numpy())  # the same memory, written per step
 
     @property
     def size(self) -> int:
         """Steps held: ``segments * horizon``."""
         return self.segments * self.horizon
+
+    def store_step(
+        self,
+        t: int,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        log_prob: torch.Tensor,
+        value: torch.Tensor,
+    ) -> None:
+        """Step ``t`` of every segment: the observation is copied (the env reuses its memory);
+        the policy's outputs, fresh tensors, are kept and stacked into place by ``finish``."""
+        self._obs_steps[t].copy_(obs)
+        self._steps.append((action, log_prob, value))
+
+    def store_rows(
+        self,
+        rows: torch.Tensor,
+        steps: torch.Tensor,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        log_prob: torch.Tensor,
+        value: torch.Tensor,
+    ) -> None:
+        """Write step ``steps[i]`` of segment ``rows[i]`` (asynchronous batches)."""
+        at = (rows, steps)
+        self.observations[at] = obs
+        self.actions[at] = action
+        self.log_probs[at] = log_prob
+        self.values[at] = value
+
+    def upload(self) -> None:
+        """Copy the host rows of this rollout into the ``(segments, horizon)`` device tensors."""
+        for name, host in self._host.items():
+            getattr(self, name).copy_(host.T)  # blocking: the host rows are rewritten next rollout
+
+    def finish(self, bootstrap: torch.Tensor) -> None:
+        """End the rollout: ``upload`` the host rows and fill ``next_values``.
+
+        ``next_values[:, t]`` becomes the value of the observation that followed step ``t``:
+        ``values[:, t + 1]``, or ``bootstrap`` ``(segments,)`` after a segment's last step. Where an
+        episode was truncated the value already written there (``V`` of its final observation) is
+        kept.
+        """
+        self.upload()
+        if self._steps:  # stored by store_step: one stack per tensor
+            for dst, parts in zip((self.actions, self.log_probs, self.values), zip(*self._steps)):
+                torch.stack(parts, 1, out=dst)
+            self._steps.clear()
+        following = torch.cat([self.values[:, 1:], bootstrap.unsqueeze(1)], 1)
+        self.next_values.copy_(torch.where(self.truncations, self.next_values, following))
+
+    def minibatch(
+        self,
+        idx: torch.Tensor | None,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+        mask: torch.Tensor | None,
+        rewards: torch.Tensor | None = None,
+    ) -> Minibatch:
+        """Segments ``idx`` (int64 ``(B,)`` on the device; None: all) as a ``Minibatch``; with
+        ``rewards`` (the update's, possibly normalized) it carries what V-trace needs too."""
+
+        def take(x: torch.Tensor) -> torch.Tensor:
+            return x if idx is None else x[idx]
+
+        traces = None
+        if rewards is not None:
+            traces = tuple(map(take, (rewards, self.next_values, self.terminals, self.truncations)))
+        return Minibatch(
+            take(self.observations),
+            take(self.actions),
+            take(self.log_probs),
+            take(self.values),
+            take(advantages),
+            take(returns),
+            take(self.starts),
+            tuple(map(take, self.initial_state)),
+            None if mask is None else take(mask),
+            traces,
+        )

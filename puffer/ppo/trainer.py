@@ -1,39 +1,43 @@
-"""``Trainer``: PPO on a ``VecEnv``: ``evaluate()`` collects a rollout, ``train()`` updates the policy.
+"""``Trainer``: PPO on a ``VecEnv``: ``rollout()`` collects experience, ``update()`` learns from it.
 
     trainer = Trainer(PPOConfig(total_timesteps=100_000), vecenv, policy)
     while not trainer.done:
-        trainer.evaluate()
-        metrics = trainer.train()
+        trainer.rollout()
+        metrics = trainer.update()
 
-``train(config, vecenv, policy)`` runs that loop in one call.
+``train(config, vecenv, policy)`` runs that loop in one call. The shape follows CleanRL's
+``ppo.py``: the rollout loop, the advantage call, then epochs of minibatches through the pure
+loss in ``puffer.ppo.loss``. A VecEnv that returns batches of rows (``batch_size < num_envs``)
+is collected by ``puffer.ppo.async_batches`` instead of the synchronous loop here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from puffer import checkpoint
 from puffer.env import VecEnv
 from puffer.policy import Policy, State
+from puffer.ppo import loss as L
+from puffer.ppo import resume
 from puffer.ppo.advantage import compute_puff_advantage
-from puffer.ppo.buffer import ExperienceBuffer
+from puffer.ppo.async_batches import AsyncBatches
+from puffer.ppo.buffer import ExperienceBuffer, Minibatch
 from puffer.ppo.config import PPOConfig
+from puffer.ppo.episodes import EpisodeStats
 from puffer.ppo.normalize import RewardNorm
-from puffer.ppo.optim import Adam
+from puffer.ppo.optimizers import average_gradients, make_optimizers
 
 __all__ = ["NonFiniteLossError", "Trainer", "resolve_device", "train"]
 
-FORMAT = "puffer.ppo.Trainer/1"
-RECENT_EPISODES = 100
+LOSS_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -47,50 +51,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _make_optimizers(config: PPOConfig, policy: Policy) -> list[Any]:
-    """``[Adam]``, or for ``optimizer="muon"`` ``[Muon (2-D hidden weights), Adam (the rest)]``."""
-    adam = dict(
-        lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps
-    )
-    params = [p for p in policy.parameters() if p.requires_grad]
-    if config.optimizer == "adam":
-        return [Adam(params, **adam)]
-    if not hasattr(torch.optim, "Muon"):
-        raise ValueError(
-            f"ppo.optimizer='muon' needs torch.optim.Muon (torch >= 2.9); this is torch "
-            f"{torch.__version__}: use optimizer=adam"
-        )
-    # Muon orthogonalizes 2-D hidden weights; heads, biases and the log-std stay on Adam.
-    heads = {id(p) for m in (policy.head, policy.critic) for p in m.parameters()}
-    hidden = [p for p in params if p.ndim == 2 and id(p) not in heads]
-    rest = [p for p in params if p.ndim != 2 or id(p) in heads]
-    muon = torch.optim.Muon(
-        hidden, lr=config.learning_rate, weight_decay=0.0, adjust_lr_fn="match_rms_adamw"
-    )
-    return [muon, Adam(rest, **adam)]
-
-
-def _numpy_rng_state() -> list[Any]:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]
-
-
-def _set_numpy_rng_state(state: list[Any]) -> None:
-    name, keys, pos, has_gauss, cached = state
-    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
-
-
 class Trainer:
     """PPO for ``policy`` on ``vecenv`` with ``config``.
 
-    ``evaluate()`` collects one rollout of ``config.horizon`` steps per env row and returns episode
-    stats; ``train()`` runs one PPO update on it and returns the metrics dict (see
-    docs/architecture.md). ``global_step`` counts env steps, ``epoch`` updates; ``done`` is true
-    once ``global_step >= config.total_timesteps``.
+    ``rollout()`` collects ``config.horizon`` steps per env row and returns episode stats;
+    ``update()`` runs one PPO update on them and returns the metrics dict (docs/architecture.md).
+    ``global_step`` counts env steps, ``update_count`` updates (``num_updates`` planned); ``done``
+    is true once ``global_step >= config.total_timesteps``.
 
     ``device="auto"`` picks CUDA when available; ``seed`` seeds the env reset, action sampling and
     minibatch order (same seed on CPU: identical run); ``torch_threads`` sets torch's intra-op
-    threads for the process. ``state_dict()`` holds everything needed to continue bit-exactly.
+    threads for the process. Checkpoints: ``save``/``load``/``state_dict`` (``puffer.ppo.resume``).
+    Rows whose ``vecenv.masks`` is False count in no loss, advantage statistic or episode stat.
     """
 
     def __init__(
@@ -108,50 +80,60 @@ class Trainer:
             if torch_threads < 1:
                 raise ValueError(f"torch_threads={torch_threads!r} must be a positive int or None")
             torch.set_num_threads(int(torch_threads))
-        self.config = config
-        self.vecenv = vecenv
-        self.seed = int(seed)
+        self.config, self.vecenv, self.seed = config, vecenv, int(seed)
         self.device = resolve_device(device)
         self.policy = policy.to(self.device)
         self.policy.obs_norm.enabled = config.normalize_observations
-        self.optimizers = _make_optimizers(config, self.policy)
+        self.optimizers = make_optimizers(config, self.policy)
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]
         self.num_envs = vecenv.num_envs
         self.batch_size = self.num_envs * config.horizon
         self.num_updates = max(1, math.ceil(config.total_timesteps / self.batch_size))
-        head = self.policy.head
+        self._build(config, vecenv)
+        self.start_episodes(self.seed)
+
+    def _build(self, config: PPOConfig, vecenv: VecEnv) -> None:
+        """The buffer, the loss settings, the random streams and the rollout's carried state."""
+        space, head = vecenv.single_observation_space, self.policy.head
         self.buffer = ExperienceBuffer(
             self.num_envs,
             config.horizon,
-            vecenv.single_observation_space.shape,
-            vecenv.single_observation_space.dtype,
+            space.shape,
+            space.dtype,
             head.action_shape,
             head.action_dtype,
             self.policy.initial_state(1, self.device),
             self.device,
         )
-        self.reward_norm = (
-            RewardNorm(self.num_envs, config.gamma, self.device)
-            if config.normalize_rewards
-            else None
+        self.advantage = partial(
+            compute_puff_advantage,
+            gamma=config.gamma,
+            gae_lambda=config.gae_lambda,
+            rho_clip=config.vtrace_rho_clip,
+            c_clip=config.vtrace_c_clip,
         )
+        self.loss_coefs = dict(
+            clip_coef=config.clip_coef,
+            vf_clip_coef=config.vf_clip_coef if config.clip_vloss else None,
+            ent_coef=config.ent_coef,
+            vf_coef=config.vf_coef,
+        )
+        self.reward_norm = None
+        if config.normalize_rewards:
+            self.reward_norm = RewardNorm(self.num_envs, config.gamma, self.device)
         self.generator = torch.Generator(self.device).manual_seed(self.seed)
         self.shuffle_generator = torch.Generator().manual_seed(self.seed + 1)
-        self.global_step = 0
-        self.epoch = 0
-        # Rollout state carried across rollouts (and checkpoints).
-        self._state: State = None
-        self._pending: tuple[torch.Tensor, np.ndarray, torch.Tensor] | None = None
-        self._stored = np.zeros(self.num_envs, bool)  # the row's in-flight step is in the buffer
-        self._ptr = np.zeros(self.num_envs, np.int64)
-        self._row_ids = np.arange(self.num_envs)
-        self._fresh = np.ones(self.num_envs, bool)  # not yet received since the env's reset
-        self._recent: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=RECENT_EPISODES))
-        self._episodes: dict[str, list[np.ndarray]] = defaultdict(list)
+        self.global_step = self.update_count = 0
+        self.async_batches = None
+        if getattr(vecenv, "batch_size", self.num_envs) < self.num_envs:
+            self.async_batches = AsyncBatches(self)
+        # Between rollouts the trainer holds the batch awaiting actions: observations, env ids and
+        # episode starts (numpy bool), plus the policy state of every row.
+        self.pending: tuple[torch.Tensor, np.ndarray, np.ndarray] | None = None
+        self.state: State = None
+        self.episodes = EpisodeStats(window=100)
         self._collected = False
-        self._times = {"env": 0.0, "forward": 0.0}
-        self._start_episodes(self.seed)
-
-    # -- properties --------------------------------------------------------------------------------
+        self.times = {"env": 0.0, "forward": 0.0}
 
     @property
     def done(self) -> bool:
@@ -162,490 +144,263 @@ class Trainer:
     def learning_rate(self) -> float:
         """The scheduled learning rate for the next update."""
         c = self.config
-        progress = min(self.epoch / self.num_updates, 1.0)
-        if c.lr_schedule == "linear":
-            return c.learning_rate * (1.0 - progress)
-        if c.lr_schedule == "cosine":
-            return c.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
-        return c.learning_rate
+        return L.learning_rate(c.learning_rate, c.lr_schedule, self.update_count / self.num_updates)
 
     def recent_episodes(self, key: str = "episode_return") -> list[float]:
         """``key``'s values for the last 100 episodes that ended (oldest first)."""
-        return list(self._recent.get(key, ()))
+        return list(self.episodes.recent.get(key, ()))
 
     # -- rollout -----------------------------------------------------------------------------------
 
-    def evaluate(self) -> dict[str, float]:
+    def rollout(self) -> dict[str, float]:
         """Collect ``horizon`` steps from every env row into ``buffer``.
 
         Returns ``{"env/<key>": mean}`` over the episodes that ended during the rollout.
         """
-        self._ptr[:] = 0
-        self._episodes.clear()
-        self._times = {"env": 0.0, "forward": 0.0}
-        complete = np.zeros(self.num_envs, bool)
+        self.episodes.new_rollout()
+        self.times = {"env": 0.0, "forward": 0.0}
         with torch.inference_mode():
-            while not self._rollout_step(complete):
-                pass
+            if self.async_batches is None:
+                bootstrap = self._collect()
+            else:
+                bootstrap = self.async_batches.collect()
+            self.buffer.finish(bootstrap)
         self._collected = True
-        return self._episode_means()
+        return self.episodes.means()
 
-    def _start_episodes(self, seed: int) -> None:
-        """Reset every row and receive the first batch. Between rollouts the trainer always holds
-        the batch awaiting actions (``_pending``): the env is never mid-step when ``state_dict``
-        saves it, even before the first rollout."""
+    def start_episodes(self, seed: int) -> None:
+        """Reset every row and receive the first batch (all of it starts episodes)."""
         self.vecenv.async_reset(seed)
-        self._state = self.policy.initial_state(self.num_envs, self.device)
-        self._stored[:] = False
-        self._fresh[:] = True
-        obs, env_ids, starts, _ = self._recv()
-        self._pending = (obs, env_ids, starts)
+        self.state = self.policy.initial_state(self.num_envs, self.device)
+        obs, _, _, _, _, env_ids = self.vecenv.recv()
+        env_ids = np.asarray(env_ids)
+        self.pending = (self.to_device(obs), env_ids, np.ones(len(env_ids), bool))
+        if self.async_batches is not None:
+            self.async_batches.reset(received=env_ids)
 
-    def _recv(self) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, tuple[torch.Tensor, ...]]:
-        """The next batch: observations, env ids, episode starts, and the rewards, terminals and
-        truncations that answer these rows' in-flight steps."""
-        t0 = time.perf_counter()
-        obs, rewards, terminals, truncations, infos, env_ids = self.vecenv.recv()
-        self._times["env"] += time.perf_counter() - t0
-        for key, values in infos.items():
-            self._episodes[key].append(np.asarray(values, np.float64).copy())
-            self._recent[key].extend(np.asarray(values, np.float64).tolist())
-        device = self.device
-        obs_t = torch.from_numpy(obs).to(device, non_blocking=True)
-        terminals_t = torch.from_numpy(terminals).to(device, non_blocking=True)
-        truncations_t = torch.from_numpy(truncations).to(device, non_blocking=True)
-        rewards_t = torch.from_numpy(rewards).to(device, non_blocking=True)
-        starts = terminals_t | truncations_t
-        if self._fresh.any():  # the first observations after a reset start episodes too
-            starts |= torch.from_numpy(self._fresh[env_ids]).to(device)
-            self._fresh[env_ids] = False
-        return obs_t, env_ids, starts, (rewards_t, terminals_t, truncations_t)
+    def _collect(self) -> torch.Tensor:
+        """The synchronous rollout: every row acts at every step. Returns the bootstrap values."""
+        buf, policy, head, masks = self.buffer, self.policy, self.policy.head, self.vecenv_masks()
+        obs, _, starts = self.pending
+        buf.host_starts[0] = starts
+        self.pending = None
+        for initial, state in zip(buf.initial_state, self.state or ()):
+            initial.copy_(state)  # each segment's policy state before its first step
+        for t in range(self.config.horizon):
+            t0 = time.perf_counter()
+            if masks is not None:
+                buf.host_masks[t] = masks
+            starts = self.to_device(buf.host_starts[t]) if policy.is_recurrent else None
+            params, value, self.state = policy(obs, self.state, starts)
+            action, log_prob = head.sample(params, self.generator)
+            buf.store_step(t, obs, action, log_prob, value)
+            actions = head.to_env(action)
+            t1 = time.perf_counter()
+            self.vecenv.send(actions)
+            next_obs, rewards, terminals, truncations, infos, _ = self.vecenv.recv()
+            t2 = time.perf_counter()
+            self._store_results(t, rewards, terminals, truncations, infos)
+            obs = self.to_device(next_obs)
+            self.global_step += self.num_envs
+            self.times["forward"] += t1 - t0
+            self.times["env"] += t2 - t1
+        starts = np.logical_or(terminals, truncations)
+        self.pending = (obs, np.arange(self.num_envs), starts)
+        _, bootstrap, _ = policy(obs, self.state, self.to_device(starts))
+        return bootstrap
 
-    def _rollout_step(self, complete: np.ndarray) -> bool:
-        """Process one batch; True when every row has ``horizon`` steps and a bootstrap value."""
-        if self._pending is not None:  # received at the end of the last rollout, not yet acted on
-            (obs, env_ids, starts), results = self._pending, None
-        else:
-            obs, env_ids, starts, results = self._recv()
-        all_rows = len(env_ids) == self.num_envs and (env_ids == self._row_ids).all()
-        rows = slice(None) if all_rows else torch.from_numpy(np.asarray(env_ids)).to(self.device)
-        state = self._rows_state(rows)
-
-        t0 = time.perf_counter()
-        params, value, next_state = self.policy(obs, state, starts)
-        if results is not None:
-            self._finish_steps(env_ids, all_rows, results, value, state, complete)
-        if complete.all():
-            self._pending = (obs, env_ids, starts)
-            self._times["forward"] += time.perf_counter() - t0
-            return True
-        self._pending = None
-        action, log_prob = self.policy.head.sample(params, self.generator)
-        self._store_steps(env_ids, all_rows, state, obs, action, log_prob, value, starts)
-        self._set_rows_state(rows, next_state)
-        env_actions = self.policy.head.to_env(action)
-        self._times["forward"] += time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        self.vecenv.send(env_actions)
-        self._times["env"] += time.perf_counter() - t0
-        self.global_step += len(env_ids)
-        return False
-
-    def _finish_steps(
+    def _store_results(
         self,
-        env_ids: np.ndarray,
-        all_rows: bool,
-        results: tuple[torch.Tensor, ...],
-        value: torch.Tensor,
-        state: State,
-        complete: np.ndarray,
+        t: int,
+        rewards: np.ndarray,
+        terminals: np.ndarray,
+        truncations: np.ndarray,
+        infos: dict[str, np.ndarray],
     ) -> None:
-        """Record the rewards and ends that answer the rows' in-flight stored steps, and the value
-        of what comes next (the new observation's, or the final one's where truncated)."""
-        stored = self._stored[env_ids]
-        if not stored.any():
-            return
+        """Record what the env returned for step ``t`` of every row."""
         buf = self.buffer
-        rewards, terminals, truncations = results
-        at, pick = self._locate(env_ids, stored, -1, all_rows), self._picker(stored)
-        buf.rewards[at] = pick(rewards)
-        buf.terminals[at] = pick(terminals)
-        buf.truncations[at] = pick(truncations)
-        buf.next_values[at] = pick(value)
+        buf.host_rewards[t] = rewards
+        buf.host_terminals[t] = terminals
+        buf.host_truncations[t] = truncations
+        if t + 1 < self.config.horizon:
+            np.logical_or(terminals, truncations, out=buf.host_starts[t + 1])
+        if infos:
+            self.episodes.record(infos)
         if truncations.any():
-            truncated = truncations.cpu().numpy() & stored
-            if truncated.any():
-                self._bootstrap_truncated(env_ids, truncated, state)
-        self._stored[env_ids] = False
-        complete[env_ids] |= stored & (self._ptr[env_ids] == self.config.horizon)
+            rows = np.flatnonzero(truncations)
+            buf.next_values[rows, t] = self.final_values(rows, self.state)
 
-    def _store_steps(
-        self,
-        env_ids: np.ndarray,
-        all_rows: bool,
-        state: State,
-        obs: torch.Tensor,
-        action: torch.Tensor,
-        log_prob: torch.Tensor,
-        value: torch.Tensor,
-        starts: torch.Tensor,
-    ) -> None:
-        """Write this step for the rows that still need steps (a row with ``horizon`` steps keeps
-        acting until the others catch up; those steps are not stored)."""
-        collect = self._ptr[env_ids] < self.config.horizon
-        if collect.any():
-            buf = self.buffer
-            at, pick = self._locate(env_ids, collect, 0, all_rows), self._picker(collect)
-            first = collect & (self._ptr[env_ids] == 0)
-            if state is not None and first.any():
-                segments = torch.from_numpy(np.asarray(env_ids)[first]).to(self.device)
-                rows = torch.from_numpy(first).to(self.device)
-                for dst, src in zip(buf.initial_state, state):
-                    dst[segments] = src[rows]
-            buf.observations[at] = pick(obs)
-            buf.actions[at] = pick(action)
-            buf.log_probs[at] = pick(log_prob)
-            buf.values[at] = pick(value)
-            buf.starts[at] = pick(starts)
-        self._stored[env_ids] = collect
-        self._ptr[env_ids] += collect
+    def final_values(self, rows: np.ndarray, state: State) -> torch.Tensor:
+        """``V`` of the true final observations of the episodes truncated in ``rows``, each from
+        its row's policy ``state`` after the step (all rows' state, indexed by ``rows``)."""
+        final_obs = self.to_device(self.vecenv.final_observations[rows])
+        index = torch.from_numpy(rows).to(self.device)
+        state = None if state is None else tuple(s[index] for s in state)
+        return self.policy(final_obs, state, None)[1]
 
-    def _picker(self, mask: np.ndarray) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Selects a batch tensor's rows where ``mask``."""
-        if mask.all():
-            return lambda x: x
-        rows = torch.from_numpy(mask).to(self.device)
-        return lambda x: x[rows]
+    def to_device(self, array: np.ndarray) -> torch.Tensor:
+        """A numpy batch as a tensor on the device (zero-copy on the CPU)."""
+        tensor = torch.from_numpy(array)
+        return tensor if self.device.type == "cpu" else tensor.to(self.device, non_blocking=True)
 
-    def _locate(self, env_ids: np.ndarray, mask: np.ndarray, offset: int, all_rows: bool) -> Any:
-        """Buffer index of step ``ptr + offset`` for the rows ``env_ids[mask]``."""
-        if all_rows and mask.all() and (self._ptr == self._ptr[0]).all():
-            return (slice(None), int(self._ptr[0]) + offset)  # synchronous: one column
-        steps = self._ptr[env_ids][mask] + offset
-        rows = torch.from_numpy(np.asarray(env_ids)[mask]).to(self.device)
-        return (rows, torch.from_numpy(steps).to(self.device))
-
-    def _bootstrap_truncated(self, env_ids: np.ndarray, trunc: np.ndarray, state: State) -> None:
-        """``next_values`` of truncated steps: the value of the episode's true final observation."""
-        ids = np.asarray(env_ids)[trunc]
-        final_obs = torch.from_numpy(self.vecenv.final_observations[ids]).to(self.device)
-        sel = torch.from_numpy(trunc).to(self.device)
-        final_state = None if state is None else tuple(s[sel] for s in state)
-        _, final_value, _ = self.policy(final_obs, final_state, None)
-        rows = torch.from_numpy(ids).to(self.device)
-        self.buffer.next_values[rows, torch.from_numpy(self._ptr[ids] - 1).to(self.device)] = (
-            final_value
-        )
-
-    def _rows_state(self, rows: Any) -> State:
-        if self._state is None:
-            return None
-        return self._state if isinstance(rows, slice) else tuple(s[rows] for s in self._state)
-
-    def _set_rows_state(self, rows: Any, state: State) -> None:
-        if state is None or self._state is None:
-            return
-        if isinstance(rows, slice):
-            self._state = state
-        else:
-            for dst, src in zip(self._state, state):
-                dst[rows] = src
-
-    def _episode_means(self) -> dict[str, float]:
-        return {
-            f"env/{key}": float(np.concatenate(parts).mean())
-            for key, parts in self._episodes.items()
-            if parts and sum(len(p) for p in parts)
-        }
+    def vecenv_masks(self) -> np.ndarray | None:
+        """The VecEnv's per-row live-agent mask, or None (all rows count) when it has none."""
+        return getattr(self.vecenv, "masks", None)
 
     # -- update ------------------------------------------------------------------------------------
 
-    def train(self) -> dict[str, float]:
+    def update(self) -> dict[str, float]:
         """One PPO update on the collected rollout; returns the metrics dict."""
         if not self._collected:
             raise RuntimeError(
-                "Trainer.train() called without a new rollout: call evaluate() first"
+                "Trainer.update() called without a new rollout: call rollout() first"
             )
         self._collected = False
-        c, buf, policy = self.config, self.buffer, self.policy
         t0 = time.perf_counter()
         lr = self.learning_rate
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
+        buf = self.buffer
+        mask = None if bool(buf.masks.all()) else buf.masks
+        rewards, advantages = self._advantages()
+        returns = advantages + buf.values
+        losses = self._epochs(advantages, returns, rewards, mask)
+        explained = L.explained_variance(buf.values, returns, mask)
+        if self.policy.obs_norm.enabled:
+            observations = buf.observations if mask is None else buf.observations[mask]
+            self.policy.obs_norm.update(observations.reshape(-1, self.policy.obs_dim))
+        self.update_count += 1
+        learn = time.perf_counter() - t0
+        elapsed = self.times["env"] + self.times["forward"] + learn
+        return {
+            "global_step": float(self.global_step),
+            "update": float(self.update_count),
+            "sps": buf.size / elapsed if elapsed > 0 else float("nan"),
+            "learning_rate": lr,
+            **{f"losses/{k}": v for k, v in losses.items()},
+            "losses/explained_variance": explained,
+            "time/env": self.times["env"],
+            "time/forward": self.times["forward"],
+            "time/learn": learn,
+            **self.episodes.means(),
+        }
 
+    def _advantages(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rollout's rewards (normalized if configured) and GAE advantages ``(S, T)``."""
+        buf = self.buffer
         rewards = buf.rewards
         if self.reward_norm is not None:
             rewards = self.reward_norm(rewards, buf.terminals | buf.truncations)
-        advantages = compute_puff_advantage(
-            rewards,
-            buf.values,
-            buf.next_values,
-            buf.terminals,
-            buf.truncations,
-            gamma=c.gamma,
-            gae_lambda=c.gae_lambda,
-        )
-        returns = advantages + buf.values
+        ends = (buf.terminals, buf.truncations)
+        return rewards, self.advantage(rewards, buf.values, buf.next_values, *ends)
 
-        segments = buf.segments // c.num_minibatches
-        prioritized = c.prio_alpha > 0
-        beta = c.prio_beta0 + (1 - c.prio_beta0) * min(self.epoch / self.num_updates, 1.0)
-        totals: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
-        count = 0
-        stop = False
-        for _ in range(c.update_epochs):
-            if c.num_minibatches > 1 and not prioritized:
-                order = torch.randperm(buf.segments, generator=self.shuffle_generator)
-            for m in range(c.num_minibatches):
-                weights = None
-                if prioritized:
-                    idx, weights = self._prioritized(advantages, segments, beta)
-                elif c.num_minibatches == 1:
-                    idx = None  # the whole rollout: no gather needed
-                else:
-                    idx = order[m * segments : (m + 1) * segments].to(self.device)
-                stats = self._minibatch(idx, advantages, returns, rewards, weights)
-                if stats is None:
-                    stop = True
-                    break
-                for key, value in stats.items():
-                    totals[key] += value
-                count += 1
-            if stop:
-                break
-
-        values, ret = buf.values.flatten(), returns.flatten()
-        var_y = ret.var()
-        explained = float("nan") if var_y == 0 else float(1 - (ret - values).var() / var_y)
-        if policy.obs_norm.enabled:
-            policy.obs_norm.update(buf.observations.reshape(buf.size, -1))
-        self.epoch += 1
-        learn = time.perf_counter() - t0
-        elapsed = self._times["env"] + self._times["forward"] + learn
-        metrics = {
-            "global_step": float(self.global_step),
-            "epoch": float(self.epoch),
-            "sps": buf.size / elapsed if elapsed > 0 else float("nan"),
-            "learning_rate": lr,
-            **{f"losses/{k}": float(v) / max(count, 1) for k, v in totals.items()},
-            "losses/explained_variance": explained,
-            "time/env": self._times["env"],
-            "time/forward": self._times["forward"],
-            "time/learn": learn,
-            **self._episode_means(),
-        }
-        for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"):
-            metrics.setdefault(f"losses/{key}", float("nan"))
-        return metrics
-
-    def _prioritized(
-        self, advantages: torch.Tensor, segments: int, beta: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Segments drawn with probability ``|A|_1 ** alpha`` and their importance weights."""
-        # The epsilon keeps every segment drawable (sampling is without replacement).
-        prio = (advantages.abs().sum(1) + 1e-6).pow(self.config.prio_alpha).nan_to_num_(0.0)
-        probs = prio / prio.sum()
-        idx = torch.multinomial(probs, segments, generator=self.generator)
-        weights = (len(probs) * probs[idx]).pow(-beta)
-        return idx, (weights / weights.max()).unsqueeze(1)
-
-    def _minibatch(
+    def _epochs(
         self,
-        idx: torch.Tensor | None,
         advantages: torch.Tensor,
         returns: torch.Tensor,
         rewards: torch.Tensor,
-        weights: torch.Tensor | None,
-    ) -> dict[str, torch.Tensor] | None:
-        """One gradient step on segments ``idx`` (None: all); None when the KL early stop fires."""
-        c, policy, buf = self.config, self.policy, self.buffer
-        take = (lambda x: x) if idx is None else (lambda x: x[idx])
-        state = tuple(take(x) for x in buf.initial_state) or None
-        starts = take(buf.starts) if policy.is_recurrent else None
-        params, new_values = policy.forward_sequence(take(buf.observations), state, starts)
-        actions, old_log_probs, old_values = (
-            take(buf.actions),
-            take(buf.log_probs),
-            take(buf.values),
-        )
-        log_prob, entropy = policy.head.log_prob_entropy(params, actions)
-        log_ratio = log_prob - old_log_probs
-        ratio = log_ratio.exp()
-        with torch.no_grad():
-            approx_kl = ((ratio - 1) - log_ratio).mean()
-            clipfrac = ((ratio - 1).abs() > c.clip_coef).float().mean()
-        if c.target_kl is not None and approx_kl.item() > c.target_kl:
+        mask: torch.Tensor | None,
+    ) -> dict[str, float]:
+        """``update_epochs`` passes of minibatches (until the KL early stop); mean loss stats."""
+        totals, count = torch.zeros(len(LOSS_KEYS), device=self.device), 0
+        traces = rewards if self.config.refresh_advantages else None
+        for idx, weights in self._minibatch_indices(advantages):
+            mb = self.buffer.minibatch(idx, advantages, returns, mask, traces)
+            stats = self._train_minibatch(mb, weights)
+            if stats is None:
+                break
+            totals += stats
+            count += 1
+        means = (totals / count).tolist() if count else [math.nan] * len(LOSS_KEYS)
+        return dict(zip(LOSS_KEYS, means))
+
+    def _minibatch_indices(
+        self, advantages: torch.Tensor
+    ) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None]]:
+        """Every epoch's minibatches: ``(segment indices or None for all, importance weights)``."""
+        c, segments = self.config, self.buffer.segments
+        size = segments // c.num_minibatches
+        progress = min(self.update_count / self.num_updates, 1.0)
+        beta = c.prio_beta0 + (1 - c.prio_beta0) * progress
+        for _ in range(c.update_epochs):
+            if c.prio_alpha > 0:
+                for _ in range(c.num_minibatches):
+                    yield L.prioritized_segments(
+                        advantages, size, c.prio_alpha, beta, self.generator
+                    )
+            elif c.num_minibatches == 1:
+                yield None, None
+            else:
+                order = torch.randperm(segments, generator=self.shuffle_generator).to(self.device)
+                for m in range(c.num_minibatches):
+                    yield order[m * size : (m + 1) * size], None
+
+    def _train_minibatch(self, mb: Minibatch, weights: torch.Tensor | None) -> torch.Tensor | None:
+        """One gradient step; the loss stats (``LOSS_KEYS`` order), or None when the KL early stop
+        fires (then no step is taken)."""
+        out = self._loss(mb, weights)
+        target_kl = self.config.target_kl
+        if target_kl is not None and out.approx_kl.item() > target_kl:
             return None
-
-        adv, ret = take(advantages), take(returns)
-        if c.refresh_advantages:  # V-trace/puff advantages with the current importance ratios
-            with torch.no_grad():
-                adv = compute_puff_advantage(
-                    take(rewards),
-                    old_values,
-                    take(buf.next_values),
-                    take(buf.terminals),
-                    take(buf.truncations),
-                    ratio,
-                    gamma=c.gamma,
-                    gae_lambda=c.gae_lambda,
-                    rho_clip=c.vtrace_rho_clip,
-                    c_clip=c.vtrace_c_clip,
-                )
-                ret = adv + old_values
-        if c.norm_adv:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        if weights is not None:
-            adv = adv * weights
-
-        pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - c.clip_coef, 1 + c.clip_coef))
-        pg_loss = pg_loss.mean()
-        if c.clip_vloss:
-            clipped = old_values + (new_values - old_values).clamp(-c.vf_clip_coef, c.vf_clip_coef)
-            v_loss = 0.5 * torch.max((new_values - ret).square(), (clipped - ret).square()).mean()
-        else:
-            v_loss = 0.5 * (new_values - ret).square().mean()
-        entropy_mean = entropy.mean()
-        loss = pg_loss - c.ent_coef * entropy_mean + c.vf_coef * v_loss
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"PPO loss is {loss.item()} at update {self.epoch + 1} (global_step "
-                f"{self.global_step}): policy_loss={pg_loss.item()}, value_loss={v_loss.item()}, "
-                f"entropy={entropy_mean.item()}. The policy was not updated with it; lower "
-                "ppo.learning_rate, enable ppo.normalize_rewards/normalize_observations, or "
-                "check the env for NaN/inf observations and rewards"
-            )
+        self._check_finite(out)
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(policy.parameters(), c.max_grad_norm, foreach=True)
+        out.loss.backward()
+        average_gradients(self.params)  # across ranks, when torch.distributed is initialized
+        nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm, foreach=True)
         for opt in self.optimizers:
             opt.step()
-        return {
-            "policy_loss": pg_loss.detach(),
-            "value_loss": v_loss.detach(),
-            "entropy": entropy_mean.detach(),
-            "approx_kl": approx_kl,
-            "clipfrac": clipfrac,
-        }
+        return torch.stack(out[1:])
 
-    # -- checkpoints -------------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything for a bit-exact resume, as plain tensors, lists and numbers."""
-        env_state = None
-        if callable(getattr(self.vecenv, "state", None)):
-            with contextlib.suppress(NotImplementedError):
-                env_state = self.vecenv.state()
-        pending = None
-        if self._pending is not None:
-            obs, env_ids, starts = self._pending
-            pending = {
-                "observations": obs.detach().cpu().clone(),
-                "env_ids": torch.tensor(env_ids, dtype=torch.int64),  # a copy, as the others
-                "starts": starts.cpu().clone(),
-            }
-        return {
-            "format": FORMAT,
-            "policy_class": type(self.policy).__name__,
-            "policy": self.policy.state_dict(),
-            "optimizers": [opt.state_dict() for opt in self.optimizers],
-            "global_step": self.global_step,
-            "epoch": self.epoch,
-            "reward_norm": None if self.reward_norm is None else self.reward_norm.state_dict(),
-            "rng": {
-                "generator": self.generator.get_state(),
-                "shuffle_generator": self.shuffle_generator.get_state(),
-                "torch": torch.get_rng_state(),
-                "numpy": _numpy_rng_state(),
-            },
-            "env": env_state,
-            "rollout": {
-                "state": None if self._state is None else [s.cpu().clone() for s in self._state],
-                "pending": pending,
-                "stored": torch.from_numpy(self._stored.copy()),
-                "fresh": torch.from_numpy(self._fresh.copy()),
-                "recent": {k: list(v) for k, v in self._recent.items()},
-            },
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()``'s output; raises ``ValueError`` naming what does not fit."""
-        if state.get("format") != FORMAT:
-            raise ValueError(f"not a {FORMAT} state (format={state.get('format')!r})")
-        if state["policy_class"] != type(self.policy).__name__:
-            raise ValueError(
-                f"the checkpoint holds a {state['policy_class']} policy, this trainer has a "
-                f"{type(self.policy).__name__}: set policy.name to match"
+    def _loss(self, mb: Minibatch, weights: torch.Tensor | None) -> L.PPOLoss:
+        """The PPO loss of the current policy on minibatch ``mb``."""
+        policy = self.policy
+        starts = mb.starts if policy.is_recurrent else None
+        state = mb.initial_state or None
+        params, new_values = policy.forward_sequence(mb.observations, state, starts)
+        log_prob, entropy = policy.head.log_prob_entropy(params, mb.actions)
+        advantages, returns = mb.advantages, mb.returns
+        if mb.traces is not None:  # V-trace: advantages with the current importance ratios
+            ratio = (log_prob.detach() - mb.log_probs).exp()
+            rewards, next_values, terminals, truncations = mb.traces
+            advantages = self.advantage(
+                rewards, mb.values, next_values, terminals, truncations, ratio
             )
-        try:
-            self.policy.load_state_dict(state["policy"])
-        except RuntimeError as e:
-            detail = "; ".join(line.strip() for line in str(e).splitlines()[1:] if line.strip())
-            raise ValueError(
-                f"the policy's weights do not fit ({detail or e}): build the policy with the "
-                "checkpoint's policy config and env"
-            ) from None
-        if len(state["optimizers"]) != len(self.optimizers):
-            raise ValueError(
-                f"the checkpoint has {len(state['optimizers'])} optimizer(s), this trainer "
-                f"{len(self.optimizers)}: set ppo.optimizer as in the checkpoint's run"
+            returns = advantages + mb.values
+        if self.config.norm_adv:
+            advantages = L.normalize_advantages(advantages, mb.mask)
+        if weights is not None:
+            advantages = advantages * weights
+        return L.ppo_loss(
+            log_prob,
+            mb.log_probs,
+            entropy,
+            new_values,
+            mb.values,
+            advantages,
+            returns,
+            mask=mb.mask,
+            **self.loss_coefs,
+        )
+
+    def _check_finite(self, out: L.PPOLoss) -> None:
+        if not torch.isfinite(out.loss):
+            raise NonFiniteLossError(
+                f"PPO loss is {out.loss.item()} at update {self.update_count + 1} (global_step "
+                f"{self.global_step}): policy_loss={out.pg_loss.item()}, value_loss="
+                f"{out.v_loss.item()}, entropy={out.entropy.item()}. The policy was not updated "
+                "with it; lower ppo.learning_rate, enable ppo.normalize_rewards/"
+                "normalize_observations, or check the env for NaN/inf observations and rewards"
             )
-        for opt, opt_state in zip(self.optimizers, state["optimizers"]):
-            opt.load_state_dict(opt_state)
-        self.global_step = int(state["global_step"])
-        self.epoch = int(state["epoch"])
-        if self.reward_norm is not None and state["reward_norm"] is not None:
-            self.reward_norm.load_state_dict(state["reward_norm"])
-        rng = state["rng"]
-        self.generator.set_state(rng["generator"].cpu())  # generator states live on the CPU
-        self.shuffle_generator.set_state(rng["shuffle_generator"].cpu())
-        torch.set_rng_state(rng["torch"].cpu())
-        _set_numpy_rng_state(rng["numpy"])
-        rollout = state["rollout"]
-        self._recent.clear()
-        for key, values in rollout["recent"].items():
-            self._recent[key].extend(values)
-        restored = False
-        if state["env"] is not None:
-            try:
-                self.vecenv.load_state(state["env"])
-                restored = True
-            except NotImplementedError:
-                pass
-        self._collected = False
-        if restored:
-            saved = rollout["state"]
-            self._state = None if saved is None else tuple(s.to(self.device) for s in saved)
-            pending = rollout["pending"]
-            self._pending = None
-            if pending is not None:
-                self._pending = (
-                    pending["observations"].to(self.device),
-                    pending["env_ids"].cpu().numpy(),
-                    pending["starts"].to(self.device),
-                )
-            self._stored = rollout["stored"].cpu().numpy().copy()
-            self._fresh = rollout["fresh"].cpu().numpy().copy()
-        else:  # the env cannot be restored: start fresh episodes, keep the learned state
-            self._start_episodes(self.seed + self.epoch)
 
-    def save(self, path: str | Any) -> Any:
-        """Write ``state_dict()`` to ``path`` atomically; returns the path."""
-        return checkpoint.save(self.state_dict(), path)
+    # -- checkpoints: state_dict() / load_state_dict(state) / save(path, meta=) / load(path) ------
+    # (see puffer.ppo.resume: bit-exact on the same machine; another device or env layout warns)
 
-    def load(self, path: str | Any) -> None:
-        """Restore a checkpoint written by ``save``; raises ``CheckpointError`` naming the file."""
-        state = checkpoint.load(path)
-        try:
-            self.load_state_dict(state)
-        except (KeyError, ValueError) as e:
-            detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
-            raise checkpoint.CheckpointError(
-                f"checkpoint {path} does not fit this trainer: {detail}"
-            ) from None
+    state_dict = resume.state_dict
+    load_state_dict = resume.load_state_dict
+    save = resume.save
+    load = resume.load
 
     def close(self) -> None:
         """Close the VecEnv."""
@@ -666,8 +421,8 @@ def train(
     return stops early). Returns the trainer (its env still open)."""
     trainer = Trainer(config, vecenv, policy, device=device, seed=seed, torch_threads=torch_threads)
     while not trainer.done:
-        trainer.evaluate()
-        metrics = trainer.train()
+        trainer.rollout()
+        metrics = trainer.update()
         if callback is not None and callback(metrics):
             break
     return trainer
