@@ -244,3 +244,16 @@ def test_prioritized_sampling_frequencies_follow_the_priorities():
     )
     sigma = np.sqrt(draws * probs * (1 - probs))
     assert (np.abs(counts - draws * probs) < 4 * sigma + 1).all(), (counts, draws * probs)
+
+
+def test_prioritized_sampling_keeps_zero_advantage_segments_drawable_and_is_seeded():
+    adv = torch.tensor([[1.0, 2.0], [0.0, 0.0], [3.0, -1.0], [0.5, 0.5]])
+    idx, w = L.prioritized_segments(adv, 4, 0.7, 0.5, torch.Generator().manual_seed(0))
+    assert sorted(idx.tolist()) == [0, 1, 2, 3]  # the 1e-6 floor: segment 1 can be drawn
+    assert w[idx.tolist().index(1), 0].item() == 1.0  # the rarest draw has the largest weight
+    big = torch.randn(64, 3, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(123)
+    first = L.prioritized_segments(big, 8, 0.6, 0.4, torch.Generator().manual_seed(7))[0]
+    torch.manual_seed(456)  # the global RNG plays no part
+    second = L.prioritized_segments(big, 8, 0.6, 0.4, torch.Generator().manual_seed(7))[0]
+    assert first.tolist() == second.tolist()

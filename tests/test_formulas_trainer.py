@@ -361,7 +361,7 @@ def test_reward_normalization_across_rollouts_and_episode_ends():
     from puffer.ppo.normalize import RewardNorm
 
     rng = np.random.default_rng(0)
-    gamma, S, T = 0.9, 3, 6
+    gamma, S, T = 0.9, 3, 5  # an odd number of steps per rollout
     norm = RewardNorm(S, gamma)
     g, history = np.zeros(S), []
     for _ in range(3):
@@ -375,3 +375,18 @@ def test_reward_normalization_across_rollouts_and_episode_ends():
         scale = 1.0 / np.sqrt(np.var(np.concatenate(history)) + 1e-8)
         np.testing.assert_allclose(got.numpy(), rewards * scale, rtol=1e-5)
     np.testing.assert_allclose(norm.returns.numpy(), g, rtol=1e-6)
+
+
+def test_reward_normalization_state_round_trip():
+    """A RewardNorm restored from ``state_dict`` continues exactly as the original."""
+    from puffer.ppo.normalize import RewardNorm
+
+    rng = np.random.default_rng(1)
+    a = RewardNorm(2, 0.95)
+    r = torch.tensor(rng.normal(0, 1, (2, 5)), dtype=torch.float32)
+    d = torch.tensor([[False, True, False, False, False], [False] * 5])
+    a(r, d)
+    b = RewardNorm(2, 0.95)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(b.returns, a.returns) and b.returns.abs().sum() > 0
+    torch.testing.assert_close(b(r, d), a(r, d), rtol=0, atol=0)
