@@ -180,6 +180,8 @@ def test_normalize_advantages_matches_numpy():
     assert got[mask].mean() == pytest.approx(0.0, abs=1e-12)
     # the 1e-8: constant advantages become 0, not NaN
     assert L.normalize_advantages(torch.full((2, 3), 5.0)).abs().max().item() == 0.0
+    two = L.normalize_advantages(torch.tensor([1.0, 3.0, 100.0]), torch.tensor([True, True, False]))
+    np.testing.assert_allclose(two[:2].numpy(), [-1 / np.sqrt(2), 1 / np.sqrt(2)], rtol=1e-6)
     one = torch.tensor([[1.0, 9.0]])
     assert L.normalize_advantages(one, torch.tensor([[True, False]])).tolist() == [[0.0, 8e8]]
 
