@@ -1,5 +1,4 @@
-"""(Collected once renamed to test_formulas_policy.py: needs the puffer.policy package of the policy
-branch -- P.build, encoders, cores.) Policies against computations written out in numpy: the MLP trunk for each activation, the LSTM
+"""Policies against computations written out in numpy: the MLP trunk for each activation, the LSTM
 cell equations with episode starts inside segments, every action head's log-probability and
 entropy, the CNN's layer shapes, and each PolicyConfig option's effect on the built network."""
 
