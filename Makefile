@@ -7,9 +7,13 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup train test test-slow test-all bench lint format clean
+.PHONY: setup browser train test test-slow test-all bench mutation lint format clean
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# Debian's chromium: the report tests open the HTML report in it (headless).
+browser:
+	sh scripts/install_chromium.sh
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +25,7 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m puffer.train env=cartpole $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q $(ARGS)
 
 test-slow: $(STAMP)
@@ -35,6 +39,15 @@ bench: $(STAMP)
 	$(PY) benchmarks/vector_throughput.py
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/time_to_solve.py
+
+# Mutation testing (mutmut, config in pyproject's [tool.mutmut]); results are kept in mutants/ and
+# only changed code is re-tested on the next run. MODULE=puffer/spaces.py (a file or a folder)
+# restricts the run to that module's mutants; `$(VENV)/bin/mutmut show NAME` prints one mutant.
+MUTANTS = $(if $(MODULE),"$(subst /,.,$(patsubst %/,%,$(MODULE:.py=))).*")
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[mutation]'
+	$(VENV)/bin/mutmut run --max-children $(or $(JOBS),2) $(MUTANTS)
+	$(VENV)/bin/mutmut results | grep -v ': killed' | grep '$(subst /,.,$(patsubst %/,%,$(MODULE:.py=)))' || true
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check puffer hydra_plugins tests benchmarks

@@ -343,7 +343,8 @@ class Box(_ArraySpace):
             return rng.integers(self.low, self.high, size=size, dtype=self.dtype, endpoint=True)
         low, high = self.low.astype(np.float64), self.high.astype(np.float64)
         lo_fin, hi_fin = np.isfinite(low), np.isfinite(high)
-        x = rng.uniform(np.where(lo_fin, low, 0), np.where(hi_fin, high, 0), size=size)
+        both = lo_fin & hi_fin  # a half-bounded side must not reach uniform() (low > high raises)
+        x = rng.uniform(np.where(both, low, 0), np.where(both, high, 0), size=size)
         if not self._bounded:  # unbounded sides as in gymnasium: normal, or shifted exponential
             normal = rng.normal(size=size)
             expo = rng.exponential(size=size)

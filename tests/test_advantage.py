@@ -186,3 +186,27 @@ def test_infinite_horizon_value():
     with torch.no_grad():
         _, value, _ = policy(torch.tensor([[0.5]]))
     assert value.item() == pytest.approx(1 / (1 - gamma), rel=0.05)
+
+
+@pytest.mark.parametrize("rho_bar,c_bar", [(2.0, 0.5), (0.6, 1.4)])
+def test_vtrace_with_unequal_clips_matches_loop(rho_bar, c_bar):
+    """vs = V + the clipped puff advantage; pg_adv_t = min(rho_t, rho_bar) * (r_t + gamma * vs_{t+1}
+    - V_t), with vs_{t+1} = next_values_t at segment ends and where the episode ended."""
+    r, v, nv, term, trunc, ratios = random_rollout(5)
+    gamma, lam = 0.95, 0.9
+    vs, pg = compute_vtrace(
+        r, v, nv, term, trunc, ratios, gamma=gamma, gae_lambda=lam, rho_clip=rho_bar, c_clip=c_bar
+    )
+    adv = loop_reference(r, v, nv, term, trunc, ratios, gamma, lam, rho_bar, c_bar)
+    vs_ref = v.numpy() + adv
+    np.testing.assert_allclose(vs.numpy(), vs_ref, rtol=1e-5, atol=1e-5)
+    S, T = r.shape
+    pg_ref = np.zeros((S, T))
+    for s in range(S):
+        for k in range(T):
+            ended = bool(term[s, k]) or bool(trunc[s, k])
+            nxt = float(nv[s, k]) if ended or k == T - 1 else vs_ref[s, k + 1]
+            boot = 0.0 if term[s, k] else gamma * nxt
+            rho = min(float(ratios[s, k]), rho_bar)
+            pg_ref[s, k] = rho * (float(r[s, k]) + boot - float(v[s, k]))
+    np.testing.assert_allclose(pg.numpy(), pg_ref, rtol=1e-5, atol=1e-5)

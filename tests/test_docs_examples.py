@@ -39,6 +39,16 @@ def test_python_block_runs(path, line, code, tmp_path, monkeypatch):
         ) from e
 
 
+@pytest.mark.parametrize(("path", "line", "code"), EXAMPLES)
+def test_a_block_that_shows_a_result_asserts_it(path, line, code):
+    """A block that prints a result also checks it, so the docs cannot drift from the code."""
+    if "print(" in code:
+        assert re.search(r"^\s*assert ", code, re.MULTILINE), (
+            f"{path.relative_to(ROOT)}:{line}: this ```python block prints a result but asserts "
+            "nothing about it; add an assert next to the print"
+        )
+
+
 def test_the_custom_env_example_is_documented():
     code = "\n".join(c for _, c in blocks(ROOT / "docs" / "envs.md"))
     assert "class MyEnv(PufferEnv)" in code and "check_env(" in code

@@ -45,23 +45,37 @@ def final_rate(trainer: Trainer, key: str = "success") -> float:
     return trainer.rollout()[f"env/{key}"]
 
 
-def deterministic_rate(
-    trainer: Trainer, env: str, key: str = "success", episodes: int = 100
-) -> float:
-    """``key``'s mean over ``episodes`` on a fresh env with deterministic actions (as
-    ``puffer eval`` runs them)."""
-    policy, rows = trainer.policy, 50
-    vecenv = puffer.envs.make(env, num_envs=rows, seed=12345)
-    obs, _ = vecenv.reset(12345)
+def deterministic_rate(trainer: Trainer, env: str, key: str = "success", rows: int = 100) -> float:
+    """``key``'s mean over the first episode of each of ``rows`` rows of a fresh env, all started
+    together, with deterministic actions (as ``puffer eval`` runs them).
+
+    Every row's first episode counts, long or short, so an env where failures end episodes early
+    (cartpole) cannot look better than it is.
+    """
+    return float(first_episodes(trainer.policy, env, key, rows).mean())
+
+
+def first_episodes(
+    policy: P.Policy, env: str, key: str, rows: int, seed: int = 12345
+) -> np.ndarray:
+    """``key`` of the first episode of every row ``(rows,)``; raises if a row never ends one."""
+    vecenv = puffer.envs.make(env, num_envs=rows, seed=seed)
+    obs, _ = vecenv.reset(seed)
     state = policy.initial_state(rows)
-    values: list[float] = []
-    while len(values) < episodes:
+    scores = np.full(rows, np.nan)
+    for _ in range(10_000):
         actions, state = policy.predict(obs, state, deterministic=True)
         obs, _, terminals, truncations, infos = vecenv.step(actions)
-        values += infos.get(key, np.zeros(0)).tolist()
+        ended = np.flatnonzero(terminals | truncations)  # infos are in this row order
+        if len(ended):
+            first = np.isnan(scores[ended])
+            scores[ended[first]] = infos[key][first]
+        if not np.isnan(scores).any():
+            break
         state = policy.reset_state(state, torch.as_tensor(terminals | truncations))
     vecenv.close()
-    return float(np.mean(values[:episodes]))
+    assert not np.isnan(scores).any(), f"{env}: rows {np.flatnonzero(np.isnan(scores))} never ended"
+    return scores
 
 
 def test_bandit_best_arm():

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from puffer import dist
 from puffer.env import VecEnv
 from puffer.policy import Policy, State
 from puffer.ppo import loss as L
@@ -87,7 +88,9 @@ class Trainer:
         self.optimizers = make_optimizers(config, self.policy)
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         self.num_envs = vecenv.num_envs
-        self.batch_size = self.num_envs * config.horizon
+        # Under torch.distributed, steps and the batch count every rank's rows (puffer.dist).
+        self.world_size = dist.world().world_size
+        self.batch_size = self.num_envs * config.horizon * self.world_size
         self.num_updates = max(1, math.ceil(config.total_timesteps / self.batch_size))
         self._build(config, vecenv)
         self.start_episodes(self.seed)
@@ -165,6 +168,7 @@ class Trainer:
             else:
                 bootstrap = self.async_batches.collect()
             self.buffer.finish(bootstrap)
+        self.episodes.end_rollout(dist.gather_episodes)
         self._collected = True
         return self.episodes.means()
 
@@ -201,7 +205,7 @@ class Trainer:
             t2 = time.perf_counter()
             self._store_results(t, rewards, terminals, truncations, infos)
             obs = self.to_device(next_obs)
-            self.global_step += self.num_envs
+            self.global_step += self.num_envs * self.world_size
             self.times["forward"] += t1 - t0
             self.times["env"] += t2 - t1
         starts = np.logical_or(terminals, truncations)
@@ -276,7 +280,7 @@ class Trainer:
         return {
             "global_step": float(self.global_step),
             "update": float(self.update_count),
-            "sps": buf.size / elapsed if elapsed > 0 else float("nan"),
+            "sps": buf.size * self.world_size / elapsed if elapsed > 0 else float("nan"),
             "learning_rate": lr,
             **{f"losses/{k}": v for k, v in losses.items()},
             "losses/explained_variance": explained,
@@ -312,7 +316,7 @@ class Trainer:
                 break
             totals += stats
             count += 1
-        means = (totals / count).tolist() if count else [math.nan] * len(LOSS_KEYS)
+        means = dist.all_mean(totals / count).tolist() if count else [math.nan] * len(LOSS_KEYS)
         return dict(zip(LOSS_KEYS, means))
 
     def _minibatch_indices(
@@ -341,7 +345,7 @@ class Trainer:
         fires (then no step is taken)."""
         out = self._loss(mb, weights)
         target_kl = self.config.target_kl
-        if target_kl is not None and out.approx_kl.item() > target_kl:
+        if target_kl is not None and dist.all_mean(out.approx_kl).item() > target_kl:
             return None
         self._check_finite(out)
         for opt in self.optimizers:

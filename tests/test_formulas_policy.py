@@ -1,0 +1,213 @@
+"""Policies against computations written out in numpy: the MLP trunk for each activation, the LSTM
+cell equations with episode starts inside segments, every action head's log-probability and
+entropy, the CNN's layer shapes, and each PolicyConfig option's effect on the built network."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import puffer.policy as P
+from puffer.spaces import Box, Discrete, MultiDiscrete
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+OBS = Box(-1.0, 1.0, shape=(3,))
+
+
+def build(action_space=None, obs_space=OBS, **cfg):
+    config = P.PolicyConfig(**cfg)
+    return P.build(config, obs_space, action_space or Discrete(4), seed=0)
+
+
+def linears(module: nn.Module) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(W, b)`` of every Linear layer of ``module``, in order, as float64 numpy."""
+    return [
+        (m.weight.detach().double().numpy(), m.bias.detach().double().numpy())
+        for m in module.modules()
+        if isinstance(m, nn.Linear)
+    ]
+
+
+def np_act(name: str, x: np.ndarray) -> np.ndarray:
+    if name == "tanh":
+        return np.tanh(x)
+    if name == "relu":
+        return np.maximum(x, 0.0)
+    erf = np.vectorize(math.erf)
+    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))  # exact GELU
+
+
+def np_mlp(policy, x: np.ndarray, activation: str) -> np.ndarray:
+    for w, b in linears(policy.encoder):
+        x = np_act(activation, x @ w.T + b)
+    return x
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "gelu"])
+def test_mlp_forward_by_hand(activation):
+    policy = build(hidden_sizes=[5, 7], activation=activation)
+    assert [w.shape for w, _ in linears(policy.encoder)] == [(5, 3), (7, 5)]
+    x = np.random.default_rng(0).uniform(-1, 1, (6, 3))
+    h = np_mlp(policy, x, activation)
+    (wh, bh), (wc, bc) = linears(policy.head)[0], linears(policy.critic)[0]
+    logits, value, state = policy(torch.tensor(x, dtype=torch.float32))
+    np.testing.assert_allclose(logits.detach().numpy(), h @ wh.T + bh, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(value.detach().numpy(), (h @ wc.T + bc)[:, 0], rtol=1e-5, atol=1e-6)
+    assert state is None and not policy.is_recurrent
+
+
+def np_lstm_step(x, h, c, wi, wh, bi, bh):
+    """PyTorch's LSTM cell: gates i, f, g, o stacked in that order."""
+    z = x @ wi.T + bi + h @ wh.T + bh
+    i, f, g, o = np.split(z, 4, axis=-1)
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    c = sig(f) * c + sig(i) * np.tanh(g)
+    return sig(o) * np.tanh(c), c
+
+
+def test_lstm_sequence_by_hand_with_episode_starts():
+    policy = build(name="lstm", hidden_sizes=[4], lstm_hidden_size=6)
+    assert policy.is_recurrent and policy.core.hidden_size == 6
+    cell = policy.core.cell
+    wi, wh, bi, bh = (
+        p.detach().double().numpy()
+        for p in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    )
+    S, T = 3, 5
+    rng = np.random.default_rng(1)
+    obs = rng.uniform(-1, 1, (S, T, 3))
+    starts = np.zeros((S, T), bool)
+    starts[0, 0] = True  # segment 0 starts an episode: its carried state is dropped
+    starts[1, 2] = starts[1, 4] = True  # segment 1: two episodes start inside it
+    h0, c0 = rng.normal(0, 0.5, (S, 6)), rng.normal(0, 0.5, (S, 6))
+    feats = np_mlp(policy, obs.reshape(S * T, 3), "tanh").reshape(S, T, 4)
+    expected = np.zeros((S, T, 6))
+    for s in range(S):
+        h, c = h0[s], c0[s]
+        for k in range(T):
+            if starts[s, k]:
+                h, c = np.zeros(6), np.zeros(6)
+            h, c = np_lstm_step(feats[s, k], h, c, wi, wh, bi, bh)
+            expected[s, k] = h
+    (wc, bc), (whd, bhd) = linears(policy.critic)[0], linears(policy.head)[0]
+    state = (torch.tensor(h0, dtype=torch.float32), torch.tensor(c0, dtype=torch.float32))
+    params, value = policy.forward_sequence(
+        torch.tensor(obs, dtype=torch.float32), state, torch.tensor(starts)
+    )
+    np.testing.assert_allclose(value.detach().numpy(), (expected @ wc.T + bc)[..., 0], atol=1e-5)
+    np.testing.assert_allclose(params.detach().numpy(), expected @ whd.T + bhd, atol=1e-5)
+    # one step at a time gives the same
+    st = state
+    for k in range(T):
+        _, v_k, st = policy(
+            torch.tensor(obs[:, k], dtype=torch.float32), st, torch.tensor(starts[:, k])
+        )
+        np.testing.assert_allclose(v_k.detach().numpy(), value[:, k].detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(st[0].detach().numpy(), expected[:, -1], atol=1e-5)
+
+
+def np_log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def test_categorical_head_by_hand():
+    policy = build(Discrete(4, start=10))
+    head = policy.head
+    logits = np.array([[0.5, -1.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    actions = np.array([2, 1])
+    lp, ent = head.log_prob_entropy(torch.tensor(logits), torch.tensor(actions))
+    ref = np_log_softmax(logits)
+    np.testing.assert_allclose(lp.numpy(), ref[[0, 1], actions], rtol=1e-12)
+    np.testing.assert_allclose(ent.numpy(), -(np.exp(ref) * ref).sum(-1), rtol=1e-12)
+    assert ent[1].item() == pytest.approx(math.log(4))
+    assert head.mode(torch.tensor(logits)).tolist() == [2, 0]
+    assert head.to_env(torch.tensor([0, 3])).tolist() == [10, 13]  # start added
+
+
+def test_multicategorical_head_with_ragged_nvec_by_hand():
+    head = build(MultiDiscrete([2, 3])).head
+    logits = np.array([[0.3, -0.2, 1.0, 0.0, -1.0]])
+    actions = np.array([[1, 2]])
+    lp, ent = head.log_prob_entropy(torch.tensor(logits), torch.tensor(actions))
+    a, b = np_log_softmax(logits[0, :2]), np_log_softmax(logits[0, 2:])
+    assert lp.item() == pytest.approx(a[1] + b[2], rel=1e-9)
+    h = -(np.exp(a) * a).sum() - (np.exp(b) * b).sum()
+    assert ent.item() == pytest.approx(h, rel=1e-9)
+    assert head.mode(torch.tensor(logits)).tolist() == [[0, 0]]
+
+
+def test_integer_box_head_maps_indices_to_values():
+    head = build(Box(-2, 1, shape=(2,), dtype=np.int64)).head
+    assert head.nvec == [4, 4]
+    assert head.to_env(torch.tensor([[0, 3]])).tolist() == [[-2, 1]]
+
+
+@pytest.mark.parametrize("init_log_std", [0.0, -0.7])
+def test_gaussian_head_by_hand(init_log_std):
+    space = Box(-1.0, 1.0, shape=(2,))
+    head = build(space, init_log_std=init_log_std).head
+    assert head.log_std.tolist() == [pytest.approx(init_log_std)] * 2
+    mean = np.array([[0.1, -0.3], [0.0, 0.5]])
+    act = np.array([[0.4, -0.2], [1.5, 0.5]])
+    lp, ent = head.log_prob_entropy(torch.tensor(mean), torch.tensor(act))
+    s = math.exp(init_log_std)
+    ref = (-0.5 * ((act - mean) / s) ** 2 - math.log(s) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    np.testing.assert_allclose(lp.detach().numpy(), ref, rtol=1e-6)
+    h = 2 * (0.5 + 0.5 * math.log(2 * math.pi) + init_log_std)
+    np.testing.assert_allclose(ent.detach().numpy(), [h, h], rtol=1e-6)
+    assert head.to_env(torch.tensor([[2.0, -3.0]])).tolist() == [[1.0, -1.0]]  # clipped
+    np.testing.assert_array_equal(head.mode(torch.tensor(mean)).numpy(), mean)
+
+
+def test_sampling_frequencies_follow_the_probabilities():
+    head = build(Discrete(3)).head
+    logits = torch.tensor([[1.0, 0.0, -1.0]]).expand(6000, 3)
+    g = torch.Generator().manual_seed(0)
+    action, lp = head.sample(logits, g)
+    p = np.exp(np_log_softmax(np.array([1.0, 0.0, -1.0])))
+    freq = np.bincount(action.numpy(), minlength=3) / 6000
+    assert np.abs(freq - p).max() < 4 * math.sqrt(0.25 / 6000)
+    np.testing.assert_allclose(lp.numpy(), np.log(p)[action.numpy()], rtol=1e-5)
+
+
+def test_cnn_options_set_the_layer_shapes():
+    space = Box(0, 255, shape=(3, 20, 24), dtype=np.uint8)
+    policy = build(
+        Discrete(2),
+        space,
+        name="cnn",
+        cnn_channels=[4, 6],
+        cnn_kernels=[4, 3],
+        cnn_strides=[2, 1],
+        cnn_hidden_size=10,
+    )
+    convs = [m for m in policy.encoder.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (3, 4, (4, 4), (2, 2)),
+        (4, 6, (3, 3), (1, 1)),
+    ]
+    h, w = (20 - 4) // 2 + 1, (24 - 4) // 2 + 1  # 9, 11
+    h, w = h - 3 + 1, w - 3 + 1  # 7, 9
+    fc = next(m for m in policy.encoder.modules() if isinstance(m, nn.Linear))
+    assert (fc.in_features, fc.out_features) == (6 * h * w, 10)
+    img = torch.randint(0, 256, (2, 3, 20, 24), dtype=torch.uint8)
+    _, va, _ = policy(img)
+    with torch.no_grad():
+        scaled = img.float() / 255
+        feats = policy.encoder.net(scaled)
+    np.testing.assert_allclose(
+        va.detach().numpy(), policy.critic(feats)[:, 0].detach().numpy(), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_encoder_and_core_overrides():
+    lstm_mlp = build(name="mlp", core="lstm", lstm_hidden_size=9)
+    assert lstm_mlp.is_recurrent and lstm_mlp.initial_state(2)[0].shape == (2, 9)
+    plain = build(name="lstm", core="none")
+    assert not plain.is_recurrent and plain.initial_state(2) is None
