@@ -227,8 +227,10 @@ def spawn(lib: str, seed: int, threads: int, max_seconds: float) -> dict[str, ob
 
 
 def median(rows: list[dict[str, object]], key: str) -> float | None:
+    """The median of ``key`` over the solved rows, rounded for people (4 significant digits: the
+    mean of two middle values is no more precise than they are)."""
     values = [float(r[key]) for r in rows if r.get("solved")]  # type: ignore[arg-type]
-    return statistics.median(values) if values else None
+    return float(f"{statistics.median(values):.4g}") if values else None
 
 
 def summarize(runs: list[dict[str, object]], libs: list[str]) -> dict[str, dict[str, object]]:

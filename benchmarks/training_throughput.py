@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     for lib, policy, rows, threads in configs(args):
         runs = [run_one(args, lib, policy, rows, threads) for _ in range(args.repeats)]
         sps = statistics.median(runs)
-        results.append(dict(lib=lib, policy=policy, rows=rows, threads=threads, sps=sps, runs=runs))
+        rounded = dict(sps=round(sps), runs=[round(r) for r in runs])  # steps/s, for people
+        results.append(dict(lib=lib, policy=policy, rows=rows, threads=threads, **rounded))
         print(
             f"{lib:7s} {policy:5s} rows={rows:5d} threads={threads}: {sps:10,.0f} SPS", flush=True
         )

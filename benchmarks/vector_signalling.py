@@ -101,7 +101,8 @@ def main() -> None:
     for work, row in results.items():
         print(f"| {work} | " + " | ".join(f"{v:.1f}" for v in row.values()) + " |")
     print()
-    print(json.dumps({"benchmark": "vector_signalling", "load": round(load, 2), "us": results}))
+    us = {work: {k: round(v, 1) for k, v in row.items()} for work, row in results.items()}
+    print(json.dumps({"benchmark": "vector_signalling", "load": round(load, 2), "us": us}))
 
 
 if __name__ == "__main__":
