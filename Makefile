@@ -37,12 +37,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/time_to_solve.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check puffer tests benchmarks
-	$(VENV)/bin/ruff format --check puffer tests benchmarks
+	$(VENV)/bin/ruff check puffer hydra_plugins tests benchmarks
+	$(VENV)/bin/ruff format --check puffer hydra_plugins tests benchmarks
 
 format: $(STAMP)
-	$(VENV)/bin/ruff check --fix puffer tests benchmarks
-	$(VENV)/bin/ruff format puffer tests benchmarks
+	$(VENV)/bin/ruff check --fix puffer hydra_plugins tests benchmarks
+	$(VENV)/bin/ruff format puffer hydra_plugins tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache dist build

@@ -27,6 +27,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 from puffer.checkpoint import CheckpointDir
 from puffer.policy import PolicyConfig
 from puffer.ppo.config import PPOConfig
+from puffer.pruning import SweepConfig
 
 __all__ = [
     "CONF_DIR",
@@ -117,6 +118,7 @@ class TrainConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     # torch intra-op threads (null: torch's default). 1 is fastest for the small networks here and

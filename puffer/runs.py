@@ -159,4 +159,4 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         rows = write_sweep_summary(sweep_dir)
-        SweepSummary.failed_jobs = sum(r["status"] != "completed" for r in rows)
+        SweepSummary.failed_jobs = sum(r["status"] not in ("completed", "pruned") for r in rows)

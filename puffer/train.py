@@ -31,7 +31,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from puffer import build
+from puffer import build, pruning
 from puffer import checkpoint as ckpt
 from puffer.config import CONF_DIR, ConfigError, compose, env_label, explain, validate
 from puffer.loggers import StopRun
@@ -294,7 +294,8 @@ def _task(cfg: DictConfig) -> float:
 
         console = Console(force_terminal=False)  # sweep jobs print plain lines, even on a terminal
     try:
-        summary = run(effective_config(cfg), run_dir, console)
+        cfg = effective_config(cfg)
+        summary = run(cfg, run_dir, console, pruning.sinks(cfg))
     except TrainingInterrupted as e:  # run() logged it
         raise SystemExit(e.code) from None
     except KeyboardInterrupt:
@@ -414,9 +415,12 @@ def main() -> int:
             usage = f"\n{USAGE}" if message.startswith("cannot parse") else ""
             print(f"puffer: config error: {message}{usage}", file=sys.stderr)
             return EXIT_CONFIG
-        # The basic sweeper raises a failed job's error after its batch: tabulate the sweep.
+        # The basic sweeper raises a failed job's error after its batch, another sweeper its own
+        # (e.g. a study's storage out of reach): tabulate the sweep, say why it stopped.
         rows = write_sweep_summary(Checks.sweep_dir)
-        SweepSummary.failed_jobs = sum(r["status"] != "completed" for r in rows)
+        done = sum(r["status"] in ("completed", "pruned") for r in rows)
+        SweepSummary.failed_jobs = max(1, len(rows) - done)
+        print(f"puffer: the sweep stopped: {type(e).__name__}: {e}", file=sys.stderr)
     if SweepSummary.failed_jobs:
         print(f"puffer: {SweepSummary.failed_jobs} sweep job(s) did not complete", file=sys.stderr)
         return EXIT_FAILED
