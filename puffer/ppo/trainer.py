@@ -192,7 +192,9 @@ class Trainer:
         for t in range(self.config.horizon):
             if masks is not None:
                 buf.host_masks[t] = masks
-            starts = self.to_device(buf.host_starts[t]) if policy.is_recurrent else None
+            starts = None  # a recurrent policy resets rows only at steps where some row starts
+            if policy.is_recurrent and buf.host_starts[t].any():
+                starts = self.to_device(buf.host_starts[t])
             t0 = time.perf_counter()
             action, log_prob, value, self.state = act(
                 obs, self.state, starts, generator=self.generator
