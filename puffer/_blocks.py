@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from puffer.env import Buffers, Infos, PufferEnv, VecEnv
+from puffer.seeding import row_seed
 from puffer.spaces import Dict, Discrete, Space, Tuple
 
 
@@ -86,10 +87,15 @@ def as_one_agent(obj: Any) -> tuple[PufferEnv, Space]:
 
 
 class OneAgents(VecEnv):
-    """A block of one-agent ``PufferEnv``s, one per row, auto-reset when an episode ends."""
+    """A block of one-agent ``PufferEnv``s, one per row, auto-reset when an episode ends.
 
-    def __init__(self, envs: list[PufferEnv], buffers: Buffers | None = None):
+    ``reset(seed)`` takes the run's seed: the env in row ``i`` is reset with
+    ``row_seed(seed, first_row + i)``, so a row's stream does not depend on how rows are split.
+    """
+
+    def __init__(self, envs: list[PufferEnv], buffers: Buffers | None = None, first_row: int = 0):
         self.envs = envs
+        self.first_row = first_row
         super().__init__(envs[0].observation_space, envs[0].action_space, len(envs), buffers)
         self._as_list = isinstance(self.single_action_space, Discrete)
 
@@ -98,7 +104,8 @@ class OneAgents(VecEnv):
         self.terminals[:] = False
         self.truncations[:] = False
         for i, env in enumerate(self.envs):
-            self._put(self.observations, i, env.reset(None if seed is None else seed + i)[0])
+            s = None if seed is None else row_seed(seed, self.first_row + i)
+            self._put(self.observations, i, env.reset(s)[0])
         return {}
 
     def _step(self) -> Infos:
@@ -128,10 +135,10 @@ class OneAgents(VecEnv):
     def state(self) -> dict[str, Any]:
         try:
             blob = pickle.dumps(self.envs, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as e:
-            raise TypeError(
+        except Exception as e:  # NotImplementedError: a checkpoint is still written, without envs
+            raise NotImplementedError(
                 f"state(): cannot pickle the one-agent env {type(self.envs[0]).__name__} "
-                f"({type(e).__name__}: {e}); make it picklable to checkpoint it"
+                f"({type(e).__name__}: {e}); make it picklable to checkpoint the env exactly"
             ) from e
         return {
             "envs": np.frombuffer(blob, np.uint8).copy(),
@@ -157,10 +164,15 @@ class OneAgents(VecEnv):
 
 
 class Concat(VecEnv):
-    """A block of native ``VecEnv``s of ``k`` rows each, side by side."""
+    """A block of native ``VecEnv``s of ``k`` rows each, side by side.
 
-    def __init__(self, subs: list[VecEnv], buffers: Buffers | None = None):
+    ``reset(seed)`` takes the run's seed: sub ``j`` is reset with ``row_seed(seed, r)``, ``r`` its
+    first row (``first_row + j * k``).
+    """
+
+    def __init__(self, subs: list[VecEnv], buffers: Buffers | None = None, first_row: int = 0):
         self.subs = subs
+        self.first_row = first_row
         self.k = subs[0].num_envs
         super().__init__(
             subs[0].single_observation_space,
@@ -178,7 +190,7 @@ class Concat(VecEnv):
     def _reset(self, seed: int | None) -> Infos:
         return merge_infos(
             [
-                sub.reset(None if seed is None else seed + j * self.k)[1]
+                sub.reset(None if seed is None else row_seed(seed, self.first_row + j * self.k))[1]
                 for j, sub in enumerate(self.subs)
             ]
         )
@@ -212,23 +224,32 @@ class Recipe:
     rows_per_env: int
 
     def build(self, lo: int, hi: int, seed: int, buffers: Buffers) -> VecEnv:
-        """The block env of rows ``lo..hi`` writing into ``buffers`` (views of those rows)."""
+        """The block env of rows ``lo..hi`` writing into ``buffers`` (views of those rows).
+
+        Reset it with ``block_seed(seed, lo)``: a native block is one env with one generator,
+        seeded ``row_seed(seed, lo)``; the other kinds take the run's seed and derive each row's.
+        """
         n = hi - lo
         if self.kind == "native":
             import puffer.envs
 
-            env = puffer.envs.make(self.creator, num_envs=n, seed=seed + lo, **self.env_kwargs)
+            env = puffer.envs.make(
+                self.creator, num_envs=n, seed=row_seed(seed, lo), **self.env_kwargs
+            )
             env.bind_buffers(buffers)
             return env
         made = [self.creator(**self.env_kwargs) for _ in range(n // self.rows_per_env)]
         if self.kind == "vec":
             for sub in made:
                 check_vec(sub, self.rows_per_env)
-            if len(made) == 1:
-                made[0].bind_buffers(buffers)
-                return made[0]
-            return Concat(made, buffers)
-        return OneAgents([as_one_agent(obj)[0] for obj in made], buffers)
+            return Concat(made, buffers, first_row=lo)
+        return OneAgents([as_one_agent(obj)[0] for obj in made], buffers, first_row=lo)
+
+    def block_seed(self, seed: int | None, lo: int) -> int | None:
+        """The seed to reset the block env of first row ``lo`` with, for the run's ``seed``."""
+        if seed is None or self.kind != "native":
+            return seed
+        return row_seed(seed, lo)
 
 
 def check_vec(env: VecEnv, rows: int) -> None:

@@ -7,7 +7,6 @@ line sets taken from this command line's composed config (``reload``), never fro
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -63,27 +62,34 @@ def reload(
     return cfg  # type: ignore[return-value]
 
 
-def env_creator(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
-    """``(creator, env_kwargs)`` for ``puffer.vector.make``: a built-in name, gymnasium or custom."""
+def env_creator(cfg: DictConfig, training: bool = True) -> tuple[Any, dict[str, Any]]:
+    """``(creator, env_kwargs)`` for ``puffer.vector.make``: a built-in name, an env family of
+    ``puffer.emulation`` (gymnasium, atari, mujoco, pettingzoo; ``training=False`` for evaluation)
+    or custom."""
+    from puffer import emulation
+
     kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True)
     assert isinstance(kwargs, dict)
-    if cfg.env.name == "gymnasium":
-        from puffer.emulation import GymnasiumEnv
-
-        return functools.partial(GymnasiumEnv, cfg.env.id), kwargs
+    if cfg.env.name in emulation.FAMILIES:
+        return emulation.creator(cfg.env, training=training)
     if cfg.env.name == "custom":
         return import_creator(cfg.env.creator), kwargs
     return cfg.env.name, kwargs
 
 
 def make_vecenv(
-    cfg: DictConfig, num_envs: int | None = None, backend: str | None = None, **layout: Any
+    cfg: DictConfig,
+    num_envs: int | None = None,
+    backend: str | None = None,
+    training: bool = True,
+    **layout: Any,
 ) -> Any:
     """The ``VecEnv`` ``cfg.env``/``cfg.vector`` describe (``num_envs``, ``backend``, ``num_workers``
-    override). Raises ``ConfigError`` when the env rejects its settings."""
+    override; ``training=False`` for evaluation, e.g. Atari keeps lives). Raises ``ConfigError``
+    when the env rejects its settings."""
     from puffer import vector
 
-    creator, env_kwargs = env_creator(cfg)
+    creator, env_kwargs = env_creator(cfg, training)
     vec = cfg.vector
     backend = backend or vec.backend
     parallel = backend == "multiprocessing"

@@ -64,6 +64,8 @@ class EnvConfig:
     id: str | None = None  # gymnasium only, e.g. "Acrobot-v1"
     creator: str | None = None  # custom only, e.g. "my_envs:Corridor"
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the env's constructor
+    # gymnasium/atari/mujoco: gymnasium wrappers [{_target_: pkg.Class, **kwargs}], first innermost
+    wrappers: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -155,9 +157,10 @@ CONF_DIR = _conf_dir()
 
 
 def env_label(name: str, env_id: str | None = None, creator: str | None = None) -> str:
-    """The run directory's env part: the gymnasium id, the custom creator's name, or the name."""
+    """The run directory's env part: the gymnasium id (without a ``module:`` prefix, ``/`` as
+    ``-``: ``ale_py:ALE/Pong-v5`` -> ``ALE-Pong-v5``), the custom creator's name, or the name."""
     if env_id:
-        return str(env_id)
+        return str(env_id).rpartition(":")[2].replace("/", "-")
     if creator:
         return str(creator).replace(":", ".").rsplit(".", 1)[-1]
     return str(name)
@@ -359,7 +362,7 @@ def positive_int(key: str, value: Any, *, optional: bool = False) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Check values that types cannot: choices, ranges and consistency. Raises ``ConfigError``."""
-    from puffer import envs
+    from puffer import emulation, envs
 
     _check_schema_keys(cfg, OmegaConf.structured(TrainConfig))
     env = cfg.env
@@ -370,13 +373,11 @@ def validate(cfg: DictConfig) -> None:
             "factory), e.g. env=custom env.creator=my_envs:Corridor",
         )
         import_creator(env.creator)
-    elif env.name == "gymnasium":
-        _require(
-            bool(env.id),
-            "env=gymnasium needs a gymnasium env id: add env.id=<id>, e.g. env=gymnasium "
-            "env.id=Acrobot-v1",
-        )
-        _check_gymnasium_id(env.id)
+    elif env.name in emulation.FAMILIES:  # gymnasium, atari, mujoco, pettingzoo
+        try:
+            emulation.check(env)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     else:
         known = list(envs.names())
         _require(
@@ -464,19 +465,6 @@ def _check_schema_keys(node: DictConfig, schema: DictConfig, prefix: str = "") -
             and is_dataclass(OmegaConf.get_type(expected))
         ):
             _check_schema_keys(child, expected, f"{prefix}{key}.")
-
-
-def _check_gymnasium_id(env_id: str) -> None:
-    import gymnasium
-
-    try:
-        gymnasium.spec(env_id)
-    except gymnasium.error.Error as e:
-        known = list(gymnasium.registry)
-        raise ConfigError(
-            f"env.id={env_id}: {e}{_did_you_mean(env_id, known)} (import the module that "
-            "registers it, or see gymnasium.pprint_registry())"
-        ) from None
 
 
 def _validate_dataclass(node: DictConfig, prefix: str, **kw: Any) -> None:

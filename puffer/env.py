@@ -264,7 +264,10 @@ class Buffers:
     ``terminals``/``truncations`` ``(n,)`` bool; ``final_observations`` like ``observations``, where
     row ``i`` holds the last observation of the episode that ended in this step (valid only where
     ``terminals[i] | truncations[i]``, since ``observations[i]`` already starts the next episode);
-    ``actions`` ``(n, *act_shape)`` of the action dtype, read by the env on ``step``.
+    ``actions`` ``(n, *act_shape)`` of the action dtype, read by the env on ``step``;
+    ``masks`` ``(n,)`` bool, True where the row holds a live agent whose step counts (always True
+    for one-agent envs; a multi-agent env sets it False for agents that are done or not yet
+    present, and the trainer leaves those rows out of the loss and the statistics).
     """
 
     observations: np.ndarray
@@ -273,6 +276,7 @@ class Buffers:
     truncations: np.ndarray
     final_observations: np.ndarray
     actions: np.ndarray
+    masks: np.ndarray
 
     @staticmethod
     def specs(obs_space: Space, act_space: Space, n: int) -> dict[str, tuple[tuple[int, ...], Any]]:
@@ -287,14 +291,17 @@ class Buffers:
             "truncations": ((n,), np.dtype(np.bool_)),
             "final_observations": obs,
             "actions": ((n, *act_space.shape), act_space.dtype),
+            "masks": ((n,), np.dtype(np.bool_)),
         }
 
     @classmethod
     def allocate(cls, obs_space: Space, act_space: Space, n: int) -> Buffers:
-        """Fresh zeroed buffers for ``n`` rows."""
-        return cls(
+        """Fresh zeroed buffers for ``n`` rows (``masks`` all True)."""
+        buffers = cls(
             **{k: np.zeros(s, d) for k, (s, d) in cls.specs(obs_space, act_space, n).items()}
         )
+        buffers.masks[:] = True
+        return buffers
 
     def __getitem__(self, rows: slice) -> Buffers:
         """Views of a contiguous range of rows (what a sub-env or worker writes into)."""
@@ -366,6 +373,7 @@ class VecEnv:
         self.truncations = buffers.truncations
         self.final_observations = buffers.final_observations
         self.actions = buffers.actions
+        self.masks = buffers.masks
 
     # -- the public API, shared by every implementation ------------------------------------------
 

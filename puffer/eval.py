@@ -106,7 +106,7 @@ def evaluate(
     path = Path(checkpoint)
     saved = ckpt.load(path)
     rows = max(1, min(episodes, MAX_ROWS))
-    vecenv = build.make_vecenv(cfg, num_envs=rows, backend="serial")
+    vecenv = build.make_vecenv(cfg, num_envs=rows, backend="serial", training=False)
     try:
         policy = build.make_policy(cfg, vecenv)
         _load_policy(policy, saved, path)

@@ -10,8 +10,9 @@ env* (a ``VecEnv`` over those rows, writing straight into views of the vectorize
 
 ``Serial`` steps the blocks in turn in this process; ``Multiprocessing`` steps each block in its
 own process over shared memory. With the same ``seed`` and ``num_workers`` both produce the same
-trajectories: env row ``i`` is seeded ``seed + i`` (a native env over rows ``lo..hi`` with
-``seed + lo``).
+trajectories. Seeds come from ``numpy.random.SeedSequence`` (``puffer.seeding``): a one-agent env
+in row ``i`` is reset with ``row_seed(seed, i)``, and a native env over rows ``lo..hi`` draws from
+one generator seeded ``row_seed(seed, lo)``; runs with seeds ``s`` and ``s + 1`` share no stream.
 """
 
 from __future__ import annotations
@@ -121,8 +122,10 @@ def _probe(
                 f"{e.args[0]}. For a gymnasium env pass a callable, e.g. "
                 f"make(lambda: gymnasium.make({env_creator!r}), ...)"
             ) from None
-        env = puffer.envs.make(env_creator, num_envs=1, **env_kwargs)
-        return Recipe(env_creator, env_kwargs, "native", 1), env, env.original_observation_space
+        rows = puffer.envs.spec(env_creator).rows_per_env(**env_kwargs)
+        env = puffer.envs.make(env_creator, num_envs=rows, **env_kwargs)
+        recipe = Recipe(env_creator, env_kwargs, "native", rows)
+        return recipe, env, env.original_observation_space
     if not callable(env_creator):
         raise TypeError(
             f"env_creator={env_creator!r}: expected a built-in env name (one of "
@@ -263,6 +266,7 @@ class _Blocks(VecEnv):
         self.batch_size = plan.batch_size
         self.batch_workers = plan.batch_size // self.rows_per_worker
         self.blocks = plan.blocks
+        self.recipe = plan.recipe
         self.seed = plan.seed
         self._seeded = False  # the first reset without a seed uses make(seed=...)
         self._batch: list[int] | None = None  # workers of the last recv, awaiting send
@@ -423,7 +427,7 @@ class Serial(_Blocks):
         self._check_not_closed("reset")
         seed = self._reset_seed(seed)
         for w, env in enumerate(self.envs):
-            self._infos[w] = env.reset(None if seed is None else seed + self.blocks[w][0])[1]
+            self._infos[w] = env.reset(self.recipe.block_seed(seed, self.blocks[w][0]))[1]
         self._queue = collections.deque(range(self.num_workers))
         self._batch = None
         self._phase = _READY
@@ -542,6 +546,7 @@ class Multiprocessing(_Blocks):
         rows = plan.num_envs // plan.num_workers
         self._shared = _worker.Shared.allocate(ctx, specs, plan.num_workers, rows)
         super().__init__(plan, self._shared.buffers())
+        self.masks[:] = True  # one-agent rows always count; multi-agent block envs write theirs
         self._ctrl = self._shared.ctrl()
         self._info = self._shared.info()
         self._go = [ctx.Semaphore(0) for _ in plan.blocks]
@@ -601,7 +606,8 @@ class Multiprocessing(_Blocks):
         seed = self._reset_seed(seed)
         self._guarded(self._drain)
         for w in range(self.num_workers):
-            self._ctrl[w, _worker.SEED] = -1 if seed is None else seed + self.blocks[w][0]
+            block_seed = self.recipe.block_seed(seed, self.blocks[w][0])
+            self._ctrl[w, _worker.SEED] = -1 if block_seed is None else block_seed
             self._command(w, _worker.RESET, "reset")
         self._handed = [False] * self.num_workers
         self._batch = None
@@ -851,7 +857,10 @@ def make(
             number of CPU cores (or the largest divisor of the envs below it) for multiprocessing.
         batch_size: rows per ``recv()`` for asynchronous stepping (whole workers; must divide
             ``num_envs``); default ``None``: all rows, synchronous ``step()``.
-        seed: env row ``i`` is seeded ``seed + i`` at the first ``reset()`` without a seed.
+        seed: the run's seed, used at the first ``reset()`` without a seed: env row ``i`` is reset
+            with ``puffer.seeding.row_seed(seed, i)`` (a native block over rows ``lo..hi`` with
+            ``row_seed(seed, lo)``). A distributed rank passes ``puffer.seeding.rank_seed(seed,
+            rank)``.
         env_kwargs: keyword arguments for every ``env_creator`` call.
         **kwargs: for ``"multiprocessing"``: ``start_method`` (``"fork"``, ``"spawn"``,
             ``"forkserver"``; default ``"fork"`` on Linux, else the platform's), ``timeout``

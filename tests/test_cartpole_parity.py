@@ -13,7 +13,9 @@ import gymnasium
 import numpy as np
 import pytest
 
+import puffer.vector
 from puffer.envs.cartpole import CartPole, CartPoleVec
+from puffer.seeding import row_seed
 from puffer.spaces import from_gymnasium
 
 STEPS = 10_000
@@ -36,6 +38,21 @@ def test_spaces_and_seeded_start_match_gymnasium():
         expected, _ = g.reset(seed=seed)
         np.testing.assert_array_equal(vec.reset(seed)[0][0], expected)
         np.testing.assert_array_equal(one.reset(seed)[0], expected)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_vectorized_rows_start_as_gymnasium_seeded_with_their_row_seed(seed):
+    """Row i of a vectorized run starts where CartPole-v1 reset(seed=row_seed(seed, i)) does, for
+    one-agent rows and for one-row native blocks."""
+    g = gymnasium.make("CartPole-v1")
+    with puffer.vector.make(CartPole, 4, num_workers=2, seed=seed) as one_agent:
+        obs = one_agent.reset()[0]
+        for i in range(4):
+            np.testing.assert_array_equal(obs[i], g.reset(seed=row_seed(seed, i))[0])
+    with puffer.vector.make("cartpole", 2, num_workers=2, seed=seed) as native:  # 1-row blocks
+        obs = native.reset()[0]
+        for lo in (0, 1):
+            np.testing.assert_array_equal(obs[lo], g.reset(seed=row_seed(seed, lo))[0])
 
 
 @pytest.mark.parametrize("form", ["vec", "one"])

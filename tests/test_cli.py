@@ -26,7 +26,10 @@ def test_train_help_shows_groups_and_options(run):
     proc = run("puffer.train", "--help")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "env: bandit, cartpole, custom, gymnasium, memory, squared" in out
+    assert (
+        "env: atari, bandit, cartpole, custom, gymnasium, memory, mujoco, pettingzoo, reach, squared"
+        in out
+    )
     assert "policy: lstm, mlp" in out and "vector: multiprocessing, serial" in out
     assert "logger: none, tensorboard, wandb" in out
     assert "total_timesteps" in out and "python -m puffer.train -m" in out
@@ -36,7 +39,7 @@ def test_train_help_shows_groups_and_options(run):
     ("override", "expected"),
     [
         ("ppo.learning_rat=1e-3", "Did you mean 'learning_rate'?"),
-        ("env=cartpol", "Choices for env: bandit, cartpole"),
+        ("env=cartpol", "Choices for env: atari, bandit, cartpole"),
         ("ppo.num_minibatches=3", "must divide num_envs=8"),
     ],
 )

@@ -12,7 +12,8 @@ from puffer.config import ConfigError, compose, validate
 from puffer.policy import PolicyConfig
 from puffer.ppo.config import PPOConfig
 
-ENVS = ["bandit", "cartpole", "squared", "memory", "gymnasium", "custom"]
+ENVS = ["bandit", "cartpole", "squared", "memory", "reach", "gymnasium", "custom"]
+ENVS += ["atari", "mujoco", "pettingzoo"]  # env families (puffer.emulation)
 
 
 def test_groups_have_the_documented_options():
@@ -48,6 +49,8 @@ def test_every_combination_composes_and_validates(env, policy, vector):
         overrides.append("env.id=CartPole-v1")
     if env == "custom":
         overrides.append("env.creator=puffer.envs.cartpole:CartPole")
+    if env == "pettingzoo":
+        overrides.append("env.creator=pettingzoo.classic.rps_v2:parallel_env")
     cfg = compose(overrides)
     validate(cfg)
     assert cfg.env.name == env

@@ -18,6 +18,7 @@ import puffer.envs
 import puffer.vector as V
 from puffer.env import EnvClosedError, PufferEnv, ResetNeeded, StepResult
 from puffer.envs.cartpole import CartPole, CartPoleVec
+from puffer.seeding import rank_seed, row_seed
 from puffer.spaces import Box, Dict, Discrete
 from puffer.wrappers import EpisodeStats
 
@@ -155,20 +156,49 @@ def test_serial_and_multiprocessing_give_identical_trajectories(name: str) -> No
 def test_serial_with_one_worker_is_the_native_env() -> None:
     with V.make("cartpole", 16, seed=3) as env:
         a = rollout(env, 200, policy="balance")
-    native = puffer.envs.make("cartpole", num_envs=16, seed=3)
-    assert_same(a, rollout(native, 200, seed=3, policy="balance"))
+    native = puffer.envs.make("cartpole", num_envs=16)
+    assert_same(a, rollout(native, 200, seed=row_seed(3, 0), policy="balance"))
 
 
-def test_env_i_is_seeded_seed_plus_i() -> None:
+def test_row_i_is_seeded_row_seed_of_seed_and_i() -> None:
     with V.make(CartPole, 4, seed=10) as env:
         obs, _ = env.reset()
         for i in range(4):
-            np.testing.assert_array_equal(obs[i], CartPole().reset(10 + i)[0])
+            np.testing.assert_array_equal(obs[i], CartPole().reset(row_seed(10, i))[0])
         obs, _ = env.reset(seed=20)
-        np.testing.assert_array_equal(obs[3], CartPole().reset(23)[0])
-    with V.make("cartpole", 8, num_workers=2, seed=10) as env:
+        np.testing.assert_array_equal(obs[3], CartPole().reset(row_seed(20, 3))[0])
+    with V.make(CartPole, 4, num_workers=2, seed=10) as env:  # whatever the split
+        np.testing.assert_array_equal(env.reset()[0][3], CartPole().reset(row_seed(10, 3))[0])
+    with V.make("cartpole", 8, num_workers=2, seed=10) as env:  # a native block: its first row
         obs, _ = env.reset()
-        np.testing.assert_array_equal(obs[4:], puffer.envs.make("cartpole", 4).reset(14)[0])
+        native = puffer.envs.make("cartpole", 4).reset(row_seed(10, 4))[0]
+        np.testing.assert_array_equal(obs[4:], native)
+
+
+@pytest.mark.parametrize("creator", ["cartpole", CartPole, gym_cartpole, two_row_cartpole])
+@pytest.mark.parametrize("backend", ["serial", "multiprocessing"])
+def test_adjacent_seeds_share_no_stream(creator: Any, backend: str) -> None:
+    """Runs seeded s and s+1 (8 rows, 2 workers) start no row alike; the same seed repeats."""
+
+    def first(seed: int) -> np.ndarray:
+        with V.make(creator, 8, backend, num_workers=2, seed=seed) as env:
+            return env.reset()[0].copy()
+
+    a, b = first(0), first(1)
+    shared = {tuple(row) for row in a} & {tuple(row) for row in b}
+    assert not shared, f"{len(shared)} of 8 rows of seed=1 replay rows of seed=0"
+    np.testing.assert_array_equal(a, first(0))
+
+
+def test_row_and_rank_seeds_are_distinct_and_checked() -> None:
+    seeds = {row_seed(s, i) for s in range(20) for i in range(64)}
+    assert len(seeds) == 20 * 64 and all(0 <= x < 2**63 for x in seeds)
+    assert rank_seed(5, 0) == 5 and rank_seed(5, 1) != rank_seed(5, 2) != 5
+    assert rank_seed(5, 1) not in {row_seed(5, i) for i in range(64)}
+    with pytest.raises(ValueError, match="seed=-1"):
+        row_seed(-1, 0)
+    with pytest.raises(ValueError, match=r"rank=1\.5"):
+        rank_seed(0, 1.5)  # type: ignore[arg-type]
 
 
 def test_first_reset_without_seed_is_deterministic_later_resets_continue() -> None:
@@ -579,3 +609,36 @@ def test_the_throughput_benchmark_runs_and_reports_json() -> None:
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["benchmark"] == "vector_throughput" and len(report["sps"]) == 8
     assert all(v > 0 for v in report["sps"].values())
+
+
+# --- masks: multi-agent rows ------------------------------------------------------------------------
+
+
+def test_masks_are_all_true_for_one_agent_envs_on_both_backends() -> None:
+    for backend in ("serial", "multiprocessing"):
+        with V.make(CartPole, 4, backend, num_workers=2, seed=0) as env:
+            env.reset()
+            env.step(np.zeros(4, np.int64))
+            assert env.masks.dtype == np.bool_ and env.masks.all()
+            assert np.shares_memory(env.masks, env.buffers.masks)
+
+
+def test_multi_agent_masks_cross_shared_memory_and_blocks_keep_whole_games() -> None:
+    def trace(backend: str) -> list[np.ndarray]:
+        with V.make(
+            "reach", 12, backend, num_workers=2, seed=3, env_kwargs={"num_agents": 3}
+        ) as env:
+            env.reset()
+            rng = np.random.default_rng(0)
+            out = []
+            for _ in range(40):
+                env.step(env.single_action_space.sample_batch(12, rng))
+                out += [env.masks.copy(), env.observations.copy(), env.rewards.copy()]
+            return out
+
+    a, b = trace("serial"), trace("multiprocessing")
+    assert_same(a, b)
+    masks = np.stack(a[0::3])
+    assert not masks.all() and masks.any(), "some agents finished before their game ended"
+    with pytest.raises(ValueError, match=r"num_envs=8 \(2 envs of 3\)|multiple of the 3 rows"):
+        V.make("reach", 8, num_workers=2, env_kwargs={"num_agents": 3})

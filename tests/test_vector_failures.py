@@ -19,6 +19,7 @@ import pytest
 
 import puffer.vector as V
 from puffer.env import EnvClosedError, PufferEnv, StepResult
+from puffer.seeding import row_seed
 from puffer.spaces import Box, Discrete
 
 pytestmark = pytest.mark.usefixtures("no_leftover_workers")
@@ -29,7 +30,8 @@ REPORT_BOUND = 5.0
 
 
 class Faulty(PufferEnv):
-    """Misbehaves in the env seeded ``target`` (seeds are ``seed + row``): raises, sleeps or exits."""
+    """Misbehaves in row ``target`` of a run reset with seed 0 (the env reset with
+    ``row_seed(0, target)``): raises, sleeps or exits."""
 
     observation_space = Box(-1.0, 1.0, (2,))
     action_space = Discrete(2)
@@ -39,7 +41,7 @@ class Faulty(PufferEnv):
         self.me = None
 
     def _misbehave(self, when: str) -> None:
-        if self.me != self.target or self.when != when:
+        if self.target < 0 or self.me != row_seed(0, self.target) or self.when != when:
             return
         if self.how == "raise":
             raise ZeroDivisionError(f"injected failure in {when}")

@@ -14,6 +14,7 @@ from puffer.env import PufferEnv, VecEnv
 from puffer.envs.bandit import Bandit, BanditVec
 from puffer.envs.cartpole import CartPole, CartPoleVec
 from puffer.envs.memory import Memory, MemoryVec
+from puffer.envs.reach import ReachVec
 from puffer.envs.squared import Squared, SquaredVec
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "EnvSpec",
     "Memory",
     "MemoryVec",
+    "ReachVec",
     "Squared",
     "SquaredVec",
     "describe",
@@ -37,19 +39,28 @@ __all__ = [
 
 @dataclass(frozen=True)
 class EnvSpec:
-    """A registered env: its native batched class, its one-agent factory and a one-line summary."""
+    """A registered env: its native batched class, its one-agent factory (None for multi-agent
+    envs) and a one-line summary."""
 
     name: str
     vec: Callable[..., VecEnv]
-    one: Callable[..., PufferEnv]
+    one: Callable[..., PufferEnv] | None
     description: str
+
+    def rows_per_env(self, **kw: Any) -> int:
+        """Rows one copy of the env takes (its agents; 1 for one-agent envs)."""
+        rows = getattr(self.vec, "rows_per_env", None)
+        return int(rows(**kw)) if rows is not None else 1
 
 
 _REGISTRY: dict[str, EnvSpec] = {}
 
 
 def register(
-    name: str, vec: Callable[..., VecEnv], one: Callable[..., PufferEnv], description: str
+    name: str,
+    vec: Callable[..., VecEnv],
+    one: Callable[..., PufferEnv] | None,
+    description: str,
 ) -> None:
     """Add an env under ``name`` (``vec(num_envs=..., seed=..., **kw)``, ``one(seed=..., **kw)``)."""
     _REGISTRY[name] = EnvSpec(name, vec, one, description)
@@ -75,8 +86,14 @@ def make(name: str, num_envs: int = 1, **kw: Any) -> VecEnv:
 
 
 def make_one(name: str, **kw: Any) -> PufferEnv:
-    """The one-agent ``PufferEnv`` form of ``name``."""
-    return spec(name).one(**kw)
+    """The one-agent ``PufferEnv`` form of ``name``; ``TypeError`` for a multi-agent env."""
+    one = spec(name).one
+    if one is None:
+        raise TypeError(
+            f"env {name!r} is multi-agent and has no one-agent form: use puffer.envs.make({name!r}, "
+            "num_envs=...) (one row per agent)"
+        )
+    return one(**kw)
 
 
 def names() -> dict[str, str]:
@@ -86,7 +103,7 @@ def names() -> dict[str, str]:
 
 def describe(name: str) -> str:
     """One line: the env's name, spaces and description (what ``puffer list`` prints)."""
-    env = make(name, num_envs=1)
+    env = make(name, num_envs=spec(name).rows_per_env())
     try:
         return (
             f"{name}: obs {env.single_observation_space!r}, action {env.single_action_space!r}"
@@ -113,6 +130,12 @@ register(
     MemoryVec,
     Memory,
     "recall a +-1 cue after `length` blank steps (needs an LSTM; info: success)",
+)
+register(
+    "reach",
+    ReachVec,
+    None,
+    "multi-agent: agents on a grid each walk to their own target (one row per agent; masks)",
 )
 register(
     "squared",

@@ -25,6 +25,11 @@ class NativeVecEnv(VecEnv):
 
     state_keys: tuple[str, ...] = ()
 
+    @classmethod
+    def rows_per_env(cls, **kw: Any) -> int:
+        """The rows that must stay together (one game's agents); 1 for one-agent envs."""
+        return 1
+
     def __init__(
         self,
         single_observation_space: Space,
