@@ -1,10 +1,12 @@
-"""Observation and action spaces: ``Discrete``, ``MultiDiscrete``, ``Box``, ``Dict``, ``Tuple``.
+"""Observation and action spaces: ``Discrete``, ``MultiDiscrete``, ``Box`` (and its ``MultiBinary``),
+``Dict``, ``Tuple``.
 
 Every space has a ``shape`` and ``dtype`` (those of one value), draws values with ``sample``
 (``sample_batch`` for a leading batch axis), tests them with ``contains``, and validates actions
 with ``check`` (one value) and ``check_batch`` (a leading batch axis), raising ``ValueError`` that
 names the expected space and the received value. ``flatten``/``unflatten`` convert ``Dict``/``Tuple``
-values to and from one flat float32 vector (numpy or torch, leading batch axes kept);
+values to and from one flat vector (numpy or torch, leading batch axes kept): float32, or uint8
+when the space holds uint8 images and only small integers besides (so images stay uint8);
 ``to_gymnasium``/``from_gymnasium`` convert spaces.
 """
 
@@ -20,9 +22,11 @@ __all__ = [
     "Box",
     "Dict",
     "Discrete",
+    "MultiBinary",
     "MultiDiscrete",
     "Space",
     "Tuple",
+    "flat_dtype",
     "flatdim",
     "flatten",
     "flatten_space",
@@ -402,6 +406,30 @@ class Box(_ArraySpace):
         return f"Box({bound(self.low)}, {bound(self.high)}, {self.shape}, {self.dtype})"
 
 
+class MultiBinary(Box):
+    """Arrays of 0/1 of ``shape`` (an int ``n`` means ``(n,)``): an int8 ``Box(0, 1)`` that
+    converts to ``gymnasium.spaces.MultiBinary`` and gets a Bernoulli policy head."""
+
+    def __init__(self, n: int | Sequence[int], seed: int | None = None):
+        shape = (int(n),) if np.ndim(n) == 0 else tuple(int(s) for s in n)  # type: ignore[arg-type]
+        super().__init__(0, 1, shape=shape, dtype=np.int8, seed=seed)
+
+    def to_gymnasium(self) -> Any:
+        import gymnasium
+
+        n = self.shape[0] if len(self.shape) == 1 else list(self.shape)
+        return gymnasium.spaces.MultiBinary(n)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MultiBinary) and self.shape == other.shape
+
+    def __hash__(self) -> int:
+        return hash(("MultiBinary", self.shape))
+
+    def __repr__(self) -> str:
+        return f"MultiBinary({self.shape})"
+
+
 class Dict(Space):
     """A mapping of names to spaces; a value is a dict with the same keys (insertion order kept).
 
@@ -565,26 +593,42 @@ def flatdim(space: Space) -> int:
     return sum(int(np.prod(leaf.shape, dtype=np.int64)) for leaf in _leaves(space))
 
 
+def flat_dtype(space: Space) -> np.dtype:
+    """The dtype of ``space``'s flat vectors: uint8 when it holds a uint8 image (a ``Box`` of 2 or
+    more axes) and every leaf fits in uint8 exactly (so images are not copied to float32), else
+    float32."""
+    leaves = _leaves(space)
+    image = any(leaf.dtype == np.uint8 and len(leaf.shape) >= 2 for leaf in leaves)
+    fits = all(
+        leaf.dtype.kind in "iu" and np.min(leaf.low) >= 0 and np.max(leaf.high) <= 255
+        for leaf in leaves
+    )
+    return np.dtype(np.uint8 if image and fits else np.float32)
+
+
 def flatten_space(space: Space) -> Box:
-    """The float32 ``Box`` of flat vectors; bounds are the leaves' bounds, concatenated.
+    """The ``Box`` of flat vectors (dtype ``flat_dtype(space)``); bounds are the leaves' bounds,
+    concatenated.
 
     Discrete and MultiDiscrete leaves are flattened as their integer values (not one-hot).
     """
+    dtype = flat_dtype(space)
     lows, highs = [], []
     for leaf in _leaves(space):
         lows.append(np.broadcast_to(np.asarray(leaf.low, dtype=np.float32), leaf.shape).ravel())
         highs.append(np.broadcast_to(np.asarray(leaf.high, dtype=np.float32), leaf.shape).ravel())
-    return Box(np.concatenate(lows), np.concatenate(highs), dtype=np.float32)
+    return Box(np.concatenate(lows), np.concatenate(highs), dtype=dtype)
 
 
 def flatten(space: Space, x: Any) -> Any:
-    """One float32 vector of ``x``'s leaves in order; leading batch axes are kept.
+    """One vector (dtype ``flat_dtype(space)``) of ``x``'s leaves in order; leading batch axes kept.
 
     For ``space`` with flat size ``D`` and a value batched over ``B...``, returns shape
     ``(*B, D)``: a numpy array, or a torch tensor if the leaves are tensors. Integers above 2**24
     lose precision in float32.
     """
     values = _leaf_values(space, x)
+    dtype = flat_dtype(space)
     torch_out = any(_is_torch(v) for v in values)
     parts = []
     lead: tuple[int, ...] | None = None
@@ -608,17 +652,16 @@ def flatten(space: Space, x: Any) -> Any:
         import torch
 
         device = next(p.device for p in parts if _is_torch(p))
-        return torch.cat(
-            [torch.as_tensor(p, device=device).to(torch.float32) for p in parts], dim=-1
-        )
-    return np.concatenate([p.astype(np.float32, copy=False) for p in parts], axis=-1)
+        to = torch.uint8 if dtype == np.uint8 else torch.float32
+        return torch.cat([torch.as_tensor(p, device=device).to(to) for p in parts], dim=-1)
+    return np.concatenate([p.astype(dtype, copy=False) for p in parts], axis=-1)
 
 
 def unflatten(space: Space, flat: Any) -> Any:
     """Inverse of ``flatten`` for numpy arrays or torch tensors of shape ``(*B, D)``.
 
-    Numpy leaves are cast back to their space's dtype; torch leaves stay floating point (views of
-    ``flat``) for models.
+    Numpy leaves are cast back to their space's dtype; torch leaves keep ``flat``'s dtype (views of
+    ``flat``, no copy) for models.
     """
     is_numpy = not _is_torch(flat)
     if is_numpy:
@@ -655,7 +698,8 @@ def unflatten(space: Space, flat: Any) -> Any:
 def from_gymnasium(space: Any) -> Space:
     """Convert a ``gymnasium.spaces`` space (Discrete, MultiDiscrete, MultiBinary, Box, Dict, Tuple).
 
-    A puffer ``Space`` is returned as it is. ``MultiBinary`` becomes an int8 ``Box(0, 1)``.
+    A puffer ``Space`` is returned as it is. ``MultiBinary`` becomes puffer's ``MultiBinary`` (an
+    int8 ``Box(0, 1)``).
     """
     if isinstance(space, Space):
         return space
@@ -670,7 +714,7 @@ def from_gymnasium(space: Any) -> Space:
             raise ValueError(f"from_gymnasium: MultiDiscrete with start != 0 unsupported: {space}")
         return MultiDiscrete(space.nvec)
     if isinstance(space, gs.MultiBinary):
-        return Box(0, 1, shape=space.shape, dtype=np.int8)
+        return MultiBinary(space.shape)
     if isinstance(space, gs.Box):
         return Box(space.low, space.high, shape=space.shape, dtype=space.dtype)
     if isinstance(space, gs.Dict):

@@ -30,7 +30,8 @@ def test_train_help_shows_groups_and_options(run):
         "env: atari, bandit, cartpole, custom, gymnasium, memory, mujoco, pettingzoo, reach, squared"
         in out
     )
-    assert "policy: lstm, mlp" in out and "vector: multiprocessing, serial" in out
+    assert "policy: cnn, cnn_lstm, custom, lstm, mlp" in out
+    assert "vector: multiprocessing, serial" in out
     assert "logger: none, tensorboard, wandb" in out
     assert "total_timesteps" in out and "python -m puffer.train -m" in out
 

@@ -19,7 +19,7 @@ ENVS += ["atari", "mujoco", "pettingzoo"]  # env families (puffer.emulation)
 def test_groups_have_the_documented_options():
     assert config.group_options("env") == sorted(ENVS)
     assert config.group_options("vector") == ["multiprocessing", "serial"]
-    assert config.group_options("policy") == ["lstm", "mlp"]
+    assert config.group_options("policy") == ["cnn", "cnn_lstm", "custom", "lstm", "mlp"]
     assert config.group_options("logger") == ["none", "tensorboard", "wandb"]
     assert "default" in config.group_options("ppo")
 

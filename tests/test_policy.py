@@ -15,7 +15,7 @@ import puffer.policy as P
 import puffer.vector
 from puffer.env import PufferEnv, StepResult
 from puffer.ppo import PPOConfig, Trainer
-from puffer.spaces import Box, Dict, Discrete, MultiDiscrete, unflatten
+from puffer.spaces import Box, Dict, Discrete, MultiBinary, MultiDiscrete, unflatten
 
 OBS = Box.uniform([2, 3], -1.0, 1.0)
 ACTION_SPACES = {
@@ -23,6 +23,9 @@ ACTION_SPACES = {
     "discrete_start": Discrete(4, start=-2),
     "multidiscrete": MultiDiscrete([2, 5, 3]),
     "box": Box(-1.0, 1.0, shape=(2,), dtype=np.float32),
+    "multibinary": MultiBinary((2, 3)),
+    "int_box": Box(-1, 2, shape=(2, 2), dtype=np.int32),
+    "ragged_multidiscrete": MultiDiscrete([2, 7]),
 }
 
 
@@ -100,9 +103,38 @@ def test_gaussian_matches_torch_normal_and_env_gets_clipped_actions():
     assert np.abs(env_actions).max() <= 1.0
 
 
-def test_gaussian_rejects_integer_box():
-    with pytest.raises(ValueError, match="float Box"):
-        P.MLP(OBS, Box(0, 1, shape=(3,), dtype=np.int8), [8])
+def test_integer_box_gets_a_categorical_per_element_or_a_clear_refusal():
+    space = Box(-1, 2, shape=(2, 2), dtype=np.int32)
+    policy = P.MLP(OBS, space, [8])
+    assert isinstance(policy.head, P.MultiCategoricalHead) and policy.head.nvec == [4] * 4
+    env_actions = policy.env_action(torch.tensor([[0, 1, 2, 3]]))
+    assert env_actions.dtype == np.int32 and env_actions.tolist() == [[[-1, 0], [1, 2]]]
+    with pytest.raises(ValueError, match=r"Box\(0, 100000, \(3,\), int32\).*at most 1024"):
+        P.MLP(OBS, Box(0, 100_000, shape=(3,), dtype=np.int32), [8])
+    with pytest.raises(ValueError, match=r"Dict.*cannot be trained.*MultiBinary"):
+        P.MLP(OBS, Dict({"a": Discrete(2)}), [8])
+
+
+def test_bernoulli_matches_torch_and_samples_its_probabilities():
+    policy = P.MLP(OBS, MultiBinary(3), [8])
+    logits = torch.tensor([[-2.0, 0.0, 3.0]]).expand(50_000, 3)
+    action, logp = policy.head.sample(logits, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(action.float().mean(0), torch.sigmoid(logits[0]), atol=0.01, rtol=0)
+    dist = torch.distributions.Bernoulli(logits=logits)
+    torch.testing.assert_close(logp, dist.log_prob(action.float()).sum(-1))
+    logp2, entropy = policy.head.log_prob_entropy(logits, action)
+    torch.testing.assert_close(logp2, logp)
+    torch.testing.assert_close(entropy, dist.entropy().sum(-1))
+    env_actions = policy.env_action(action[:2])
+    assert env_actions.dtype == np.int8 and env_actions.shape == (2, 3)
+
+
+def test_ragged_multidiscrete_never_samples_padding():
+    head = P.MultiCategoricalHead(4, MultiDiscrete([2, 7]))
+    logits = torch.zeros(20_000, 9)
+    action, logp = head.sample(logits, torch.Generator().manual_seed(0))
+    assert action[:, 0].max() == 1 and action[:, 1].max() == 6 and action.min() == 0
+    torch.testing.assert_close(logp, torch.full((20_000,), -math.log(14)))
 
 
 @pytest.mark.parametrize("space_name", ACTION_SPACES)
@@ -117,7 +149,9 @@ def test_deterministic_actions(space_name):
         params, _, _ = policy(obs, state)
         if isinstance(space, Discrete):
             assert torch.equal(a, params.argmax(-1))
-        elif isinstance(space, Box):
+        elif isinstance(space, MultiBinary):
+            assert torch.equal(a, (params > 0).long())
+        elif isinstance(space, Box) and space.dtype.kind == "f":
             assert torch.equal(a, params)
 
 
@@ -142,11 +176,12 @@ def orthogonal_gain(weight: torch.Tensor) -> float:
 
 def test_orthogonal_init_and_kept_after_wrapping():
     mlp = P.MLP(OBS, Discrete(3), [16, 16])
-    assert orthogonal_gain(mlp.encoder[0].weight) == pytest.approx(math.sqrt(2), rel=1e-4)
-    assert orthogonal_gain(mlp.encoder[2].weight) == pytest.approx(math.sqrt(2), rel=1e-4)
+    layers = mlp.encoder.net
+    assert orthogonal_gain(layers[0].weight) == pytest.approx(math.sqrt(2), rel=1e-4)
+    assert orthogonal_gain(layers[2].weight) == pytest.approx(math.sqrt(2), rel=1e-4)
     assert orthogonal_gain(mlp.head.linear.weight) == pytest.approx(0.01, rel=1e-4)
     assert orthogonal_gain(mlp.critic.weight) == pytest.approx(1.0, rel=1e-4)
-    assert all(not m.bias.detach().any() for m in (mlp.encoder[0], mlp.critic))
+    assert all(not m.bias.detach().any() for m in (layers[0], mlp.critic))
 
     encoder = P.mlp([6, 12], "tanh")
     before = encoder[0].weight.detach().clone()
@@ -222,7 +257,7 @@ def test_make_validates_and_is_reproducible():
     b = P.make(P.PolicyConfig(), env, seed=3)
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
     assert isinstance(P.make(P.PolicyConfig(name="lstm"), env), P.LSTM)
-    with pytest.raises(ValueError, match=r"policy.name='gru'.*'lstm', 'mlp'"):
+    with pytest.raises(ValueError, match=r"policy.name='gru'.*'cnn', 'cnn_lstm', 'custom', 'lstm'"):
         P.make(P.PolicyConfig(name="gru"), env)
     with pytest.raises(ValueError, match=r"policy\.activation='swish'"):
         P.make(P.PolicyConfig(activation="swish"), env)
@@ -284,3 +319,35 @@ def test_dict_observations_reach_a_custom_encoder():
     flags = torch.cat([f.flatten() for f in policy.seen])
     assert set(flags.tolist()) <= {0.0, 1.0, 2.0} and len(set(flags.tolist())) > 1
     trainer.close()
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.05, 0.3, 1.0])
+def test_lstm_sequence_runs_equal_the_step_reference_with_gradients(rate):
+    """``forward_sequence`` (fused nn.LSTM over runs between episode starts) against a loop of
+    ``forward`` steps: the same outputs and the same parameter gradients."""
+    policy = P.LSTM(OBS, MultiDiscrete([2, 3]), [16], lstm_hidden_size=8)
+    S, T = 6, 37
+    gen = torch.Generator().manual_seed(int(rate * 100))
+    obs = torch.rand(S, T, 2, 3, generator=gen)
+    starts = torch.rand(S, T, generator=gen) < rate
+    starts[1, 0] = True  # a carried state that a start at t=0 discards
+    state = (torch.randn(S, 8, generator=gen), torch.randn(S, 8, generator=gen))
+
+    def grads(loss: torch.Tensor) -> list[torch.Tensor]:
+        policy.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in policy.parameters()]
+
+    params_seq, values_seq = policy.forward_sequence(obs, state, starts)
+    seq_grads = grads(params_seq.square().sum() + values_seq.sum())
+    outputs, h = [], state
+    for t in range(T):
+        params, values, h = policy(obs[:, t], h, starts[:, t])
+        outputs.append((params, values))
+    params_ref = torch.stack([p for p, _ in outputs], 1)
+    values_ref = torch.stack([v for _, v in outputs], 1)
+    ref_grads = grads(params_ref.square().sum() + values_ref.sum())
+    torch.testing.assert_close(params_seq, params_ref)
+    torch.testing.assert_close(values_seq, values_ref)
+    for a, b in zip(seq_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -11,6 +11,7 @@ from puffer.spaces import (
     Box,
     Dict,
     Discrete,
+    MultiBinary,
     MultiDiscrete,
     Tuple,
     flatdim,
@@ -274,7 +275,10 @@ def _from_gym_value(v):
 
 
 def test_from_gymnasium_specials():
-    assert from_gymnasium(GYM.MultiBinary(3)) == Box(0, 1, shape=(3,), dtype=np.int8)
+    binary = from_gymnasium(GYM.MultiBinary(3))
+    assert binary == MultiBinary(3) and isinstance(binary, Box) and binary.dtype == np.int8
+    assert binary.to_gymnasium() == GYM.MultiBinary(3)
+    assert binary.sample_batch(5).dtype == np.int8 and MultiBinary((2, 2)).shape == (2, 2)
     assert from_gymnasium(Discrete(2)) == Discrete(2)  # puffer spaces pass through
     d = GYM.Dict({"b": GYM.Discrete(2), "a": GYM.Discrete(3)})  # gymnasium sorts plain dicts
     assert list(from_gymnasium(d).keys()) == ["a", "b"]
@@ -283,3 +287,23 @@ def test_from_gymnasium_specials():
         from_gymnasium(GYM.Text(5))
     with pytest.raises(ValueError, match="start != 0"):
         from_gymnasium(GYM.MultiDiscrete([2, 3], start=[1, 0]))
+
+
+def test_image_dicts_flatten_to_uint8_views():
+    """A Dict of uint8 images and small integers flattens to uint8 (images are never copied to
+    float32); anything else still flattens to float32."""
+    space = Dict(image=Box(0, 255, shape=(4, 4, 3), dtype=np.uint8), direction=Discrete(4))
+    flat_space = flatten_space(space)
+    assert flat_space.dtype == np.uint8 and flat_space.shape == (49,)
+    value = space.sample()
+    flat = flatten(space, value)
+    assert flat.dtype == np.uint8 and flat_space.contains(flat)
+    batch = torch.from_numpy(np.stack([flat, flat]))
+    parts = unflatten(space, batch)
+    assert parts["image"].dtype == torch.uint8 and parts["image"].shape == (2, 4, 4, 3)
+    assert parts["image"].untyped_storage().data_ptr() == batch.untyped_storage().data_ptr()
+    np.testing.assert_array_equal(parts["image"][0].numpy(), value["image"])
+    assert unflatten(space, flat)["direction"] == value["direction"]
+    mixed = Dict(image=Box(0, 255, shape=(4, 4), dtype=np.uint8), speed=Box.uniform([2], -1, 1))
+    assert flatten_space(mixed).dtype == np.float32
+    assert flatten_space(Dict(a=Discrete(3), b=Discrete(2))).dtype == np.float32  # no image
