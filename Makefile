@@ -7,9 +7,13 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup train test test-slow test-all bench lint format clean
+.PHONY: setup browser train test test-slow test-all bench lint format clean
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# Debian's chromium: the report tests open the HTML report in it (headless).
+browser:
+	sh scripts/install_chromium.sh
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +25,7 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m puffer.train env=cartpole $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q $(ARGS)
 
 test-slow: $(STAMP)

@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import Container, DictConfig, OmegaConf
 
 from puffer import checkpoint as ckpt
+from puffer import dist
 from puffer.config import ConfigError, TrainConfig, env_label, import_creator
 
 __all__ = [
@@ -138,6 +139,22 @@ def _saved_layout(cfg: DictConfig, meta: dict[str, Any]) -> dict[str, Any]:
     return {"num_workers": workers}
 
 
+def _resume(trainer: Any, saved: dict[str, Any], path: Any, here: dist.World) -> None:
+    """Load ``saved`` (the checkpoint at ``path``) into ``trainer``: a distributed checkpoint gives
+    each rank its own env and rollout state (``dist.rank_state``)."""
+    ranks = saved["meta"].get("dist", {}).get("ranks")
+    if ranks is None and here.world_size == 1:
+        trainer.load(path)
+        return
+    try:
+        trainer.load_state_dict(dist.rank_state(saved["trainer"], ranks, here))
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        detail = f"missing key {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} does not fit this trainer: {detail}"
+        ) from None
+
+
 def make_trainer(cfg: DictConfig, checkpoint: str | os.PathLike[str] | None = None) -> Any:
     """The env, policy and ``Trainer`` ``cfg`` describes, resumed from ``checkpoint`` if given.
 
@@ -145,8 +162,16 @@ def make_trainer(cfg: DictConfig, checkpoint: str | os.PathLike[str] | None = No
     """
     from puffer.ppo.trainer import Trainer
 
-    meta = ckpt.load(checkpoint).get("meta", {}) if checkpoint is not None else {}
-    vecenv = make_vecenv(cfg, **_saved_layout(cfg, meta))
+    here = dist.world()
+    if here.world_size > 1:  # this rank's env rows and seed (puffer.dist)
+        cfg = dist.rank_config(cfg, here)
+    # Rank 0 reads the checkpoint and sends it: the other ranks need not see the file.
+    saved = (
+        dist.broadcast_object(ckpt.load(checkpoint) if here.is_rank0 else None)
+        if checkpoint
+        else None
+    )
+    vecenv = make_vecenv(cfg, **_saved_layout(cfg, saved["meta"] if saved else {}))
     try:
         trainer = Trainer(
             OmegaConf.to_object(cfg.ppo),
@@ -156,12 +181,23 @@ def make_trainer(cfg: DictConfig, checkpoint: str | os.PathLike[str] | None = No
             seed=cfg.seed,
             torch_threads=cfg.torch_threads,
         )
-        if checkpoint is not None:
-            trainer.load(checkpoint)
+        dist.broadcast_module(trainer.policy)  # every rank starts from rank 0's weights
+        if saved is not None:
+            _resume(trainer, saved, checkpoint, here)
     except BaseException:
         vecenv.close()
         raise
     return trainer
+
+
+def _sweep_dir() -> str | None:
+    """The sweep directory of this Hydra multirun job (its W&B group), else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return str(HydraConfig.get().sweep.dir)
+    return None
 
 
 def make_loggers(
@@ -190,7 +226,8 @@ def make_loggers(
             assert isinstance(config, dict)
             loggers.add(
                 Wandb(run_dir, config, mode=w.mode, project=w.project, entity=w.entity,
-                      group=w.group, tags=list(w.tags), name=f"{label}/{run_dir.name}")
+                      group=w.group or _sweep_dir(), tags=list(w.tags),
+                      name=f"{label}/{run_dir.name}")
             )  # fmt: skip
         for sink in sinks:
             loggers.add(sink)

@@ -3,6 +3,9 @@
 puffer train cartpole --timesteps 100000 [key=value ...]   # python -m puffer.train env=cartpole ...
 puffer eval cartpole --episodes 10 [key=value ...]         # the newest run of that env (by start)
 puffer list                                                # built-in envs, their spaces
+puffer runs [PATH] [--env E] [--status S] [--json]         # a table of runs (puffer.runs)
+puffer report PATH [--out DIR]                             # IQM curves, CIs (puffer.report)
+puffer export RUN --format onnx                            # a deployable policy (puffer.export)
 
 Each command is one row of ``COMMANDS``: (name, help, add_arguments, run). ``run`` returns an exit
 code or replaces this process with the app it maps onto (``os.execv``: same pid, signals, exit code).
@@ -111,6 +114,22 @@ COMMANDS: list[Command] = [
     ("eval", "evaluate the newest run of an env (or a run directory)", _eval_args, _eval),
     ("list", "built-in envs with their spaces", _list_args, _list),
 ]
+
+
+def _inspect_commands() -> list[Command]:
+    from puffer import export, report, runs
+
+    return [
+        ("runs", "a table of runs (outputs/, multirun_sweeps/ or PATH)", runs.runs_arguments,
+         runs.runs_command),
+        ("report", "multi-seed report: IQM curves with CIs, PNG + HTML", report.report_arguments,
+         report.report_command),
+        ("export", "write a run's policy as ONNX or TorchScript", export.export_arguments,
+         export.export_command),
+    ]  # fmt: skip
+
+
+COMMANDS += _inspect_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

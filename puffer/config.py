@@ -24,7 +24,10 @@ from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
+from puffer import dist
 from puffer.checkpoint import CheckpointDir
+from puffer.dist import DistConfig
+from puffer.evaluation import PeriodicEvalConfig
 from puffer.policy import PolicyConfig
 from puffer.ppo.config import PPOConfig
 from puffer.pruning import SweepConfig
@@ -120,6 +123,7 @@ class TrainConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
@@ -128,6 +132,8 @@ class TrainConfig:
     torch_threads: int | None = 1
     resume: str | None = None  # a run directory to continue
     dashboard: str = "auto"  # "auto" | "rich" | "plain" | "off"
+    eval: PeriodicEvalConfig = field(default_factory=PeriodicEvalConfig)  # puffer.evaluation
+    objective: str = "train"  # what a sweep optimizes: "train" (last 100 episodes) | "eval"
 
 
 @dataclass
@@ -138,6 +144,7 @@ class EvalConfig(TrainConfig):
     episodes: int = 10
     deterministic: bool = True
     render: bool = False
+    video: bool = False  # also write each episode as <run>/videos/*.mp4 (puffer.video)
     # A file or a name in <run>/checkpoints (default: the latest); replaces the training group.
     checkpoint: Any = None
 
@@ -401,6 +408,7 @@ def validate(cfg: DictConfig) -> None:
         ("dashboard", DASHBOARDS),
         ("vector.backend", BACKENDS),
         ("logger.wandb.mode", WANDB_MODES),
+        ("objective", ("train", "eval")),
     ):
         value = OmegaConf.select(cfg, key)
         _require(value in choices, f"{key}={value!r}: use one of {', '.join(choices)}.")
@@ -433,8 +441,18 @@ def validate(cfg: DictConfig) -> None:
             vec.timeout > 0,
             f"vector.timeout={vec.timeout}: must be a positive number of seconds.",
         )
-    _validate_dataclass(cfg.ppo, "ppo", num_envs=vec.num_envs)
+    torchrun = dist.torchrun_world()
+    ranks = torchrun.world_size if torchrun else None
+    _validate_dataclass(
+        cfg.dist, "dist", num_envs=vec.num_envs, world_size=ranks, device=cfg.device
+    )
+    _validate_dataclass(cfg.ppo, "ppo", num_envs=vec.num_envs // (ranks or cfg.dist.nproc))
     _validate_dataclass(cfg.policy, "policy")
+    _validate_dataclass(cfg.eval, "eval")
+    _require(
+        cfg.objective != "eval" or bool(cfg.eval.every or cfg.eval.stop_at is not None),
+        "objective=eval needs evaluation during training: add eval.every=<updates>.",
+    )
     if cfg.resume is not None:
         run = Path(cfg.resume)
         _require(run.is_dir(), f"resume={cfg.resume}: no such run directory.")

@@ -8,6 +8,7 @@ CI, a pipe or a sweep job's log).
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,17 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["PlainDashboard", "RichDashboard", "RunInfo", "format_duration", "make_dashboard"]
+__all__ = [
+    "PlainDashboard",
+    "RichDashboard",
+    "RunInfo",
+    "format_duration",
+    "make_dashboard",
+    "sparkline",
+]
+
+_BARS = "▁▂▃▄▅▆▇█"
+CURVE_POINTS = 60  # episode-return means kept for the return curve
 
 
 @dataclass
@@ -67,6 +78,16 @@ def _num(x: Any) -> str:
     return f"{x:.3e}"
 
 
+def sparkline(values: list[float], width: int = CURVE_POINTS) -> str:
+    """``values`` as a one-line bar chart (the last ``width``, scaled from their min to max)."""
+    vals = [v for v in values[-width:] if v == v]  # NaN dropped
+    if not vals:
+        return ""
+    lo, hi = min(vals), max(vals)
+    span = (hi - lo) or 1.0
+    return "".join(_BARS[min(int((v - lo) / span * len(_BARS)), len(_BARS) - 1)] for v in vals)
+
+
 class _Progress:
     """Rate, elapsed and remaining time derived from the steps done since this process started."""
 
@@ -75,12 +96,16 @@ class _Progress:
         self.start = time.perf_counter()
         self.metrics: dict[str, Any] = {}
         self.step = info.start_step
+        self.returns: deque[float] = deque(maxlen=CURVE_POINTS)
 
     def update(self, metrics: Mapping[str, Any], step: int) -> None:
-        # Episode stats are absent from updates in which no episode ended: keep the last ones.
-        kept = {k: v for k, v in self.metrics.items() if k.startswith("env/")}
+        # Episode and eval stats are absent from updates in which no episode ended or no eval ran:
+        # keep the last ones.
+        kept = {k: v for k, v in self.metrics.items() if k.startswith(("env/", "eval/"))}
         self.metrics = {**kept, **metrics}
         self.step = int(step)
+        if metrics.get("env/episode_return") is not None:
+            self.returns.append(float(metrics["env/episode_return"]))
 
     @property
     def uptime(self) -> float:
@@ -153,6 +178,8 @@ def _plain_line(p: _Progress) -> str:
         parts.append(f"return {_num(m['env/episode_return'])}")
     if "env/episode_length" in m:
         parts.append(f"length {_num(m['env/episode_length'])}")
+    if "eval/episode_return" in m:
+        parts.append(f"eval return {_num(m['eval/episode_return'])}")
     losses = [
         f"{k.split('/', 1)[1].removesuffix('_loss')} {_num(m[k])}"
         for k in ("losses/policy_loss", "losses/value_loss", "losses/entropy")
@@ -235,8 +262,14 @@ class RichDashboard:
         body = Table.grid(padding=(0, 4))
         body.add_row(split, losses, episodes)
         bar = ProgressBar(total=total, completed=min(p.step, total), width=60)
+        curve = Text("return ", style="bold cyan")
+        curve.append(sparkline(list(p.returns)) or "-", style="green")
+        if p.returns:
+            curve.append(f"  {_num(min(p.returns))} .. {_num(max(p.returns))}", style="dim")
+        if "eval/episode_return" in m:
+            curve.append(f"   eval {_num(m['eval/episode_return'])}", style="bold magenta")
         return Panel(
-            Group(summary, Text(""), bar, Text(""), body),
+            Group(summary, Text(""), bar, Text(""), curve, Text(""), body),
             title="[bold]puffer[/bold]",
             subtitle=f"{min(100 * p.step / total, 100):.0f}%",
             border_style="cyan",

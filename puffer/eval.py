@@ -3,7 +3,9 @@
 A Hydra app over ``conf/eval.yaml``. The run's own ``.hydra/config.yaml`` is reloaded with any other
 key or group on this command line on top (``puffer.build.reload``); its latest checkpoint (or
 ``checkpoint=<file or name>``) plays ``episodes`` episodes and the mean and standard deviation of
-the return are printed. Evaluating writes nothing.
+the return are printed. Evaluating writes nothing, except with ``video=true``: the episodes are
+then also played again on a rendering env and written as ``<run>/videos/*.mp4`` (``puffer.video``),
+logged to the run's TensorBoard and W&B.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from puffer.config import CONF_DIR, ConfigError, explain, positive_int, validate
 __all__ = ["EvalResult", "evaluate", "load", "main"]
 
 USAGE = """usage: python -m puffer.eval run=<run dir> [episodes=10] [deterministic=true]
-                          [render=false] [checkpoint=<file or name>] [key=value ...]
+                          [render=false] [video=false] [checkpoint=<file or name>] [key=value ...]
 (--help lists every key; other keys override the run's own config, e.g. env.kwargs.max_steps=1000)"""
 
-EVAL_KEYS = ("run", "episodes", "deterministic", "render", "checkpoint")
+EVAL_KEYS = ("run", "episodes", "deterministic", "render", "video", "checkpoint")
 MAX_ROWS = 64  # env rows stepped together; each row plays its share of the episodes
 _FULL_ERROR = False
 
@@ -207,6 +209,11 @@ def _task(cfg: DictConfig) -> None:
         f"{_round(result.mean)} +/- {_round(result.std)} over {len(result.returns)} episodes "
         f"({mode} actions; mean length {sum(result.lengths) / len(result.lengths):.1f})"
     )
+    if cfg.video:
+        from puffer.video import videos_of_run
+
+        paths = videos_of_run(run_dir, cfg.checkpoint, episodes=cfg.episodes, cfg=run)
+        print(f"videos: {', '.join(str(p) for p in paths)} (also in TensorBoard/W&B as eval/video)")
 
 
 _app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")(_task)

@@ -159,6 +159,21 @@ class TensorBoard:
             if k != "global_step":
                 self.writer.add_scalar(k, v, global_step=int(step))
 
+    def log_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        """This run's entry in TensorBoard's HParams dashboard: ``hparams`` (flat key -> value) and
+        final ``metrics`` (also written as scalars, which the dashboard reads)."""
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        hp = {
+            k: v if isinstance(v, bool | int | float | str) else str(v) for k, v in hparams.items()
+        }
+        final = {k: v for k, v in _scalars(metrics).items() if math.isfinite(v)}
+        for summary in hparams_summary(hp, final):  # experiment, session start, session end
+            self.writer.file_writer.add_summary(summary)
+        for k, v in final.items():
+            self.writer.add_scalar(k, v)
+        self.writer.flush()
+
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
@@ -214,6 +229,10 @@ class Wandb:
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         self.run.log(_scalars(metrics), step=int(step))
 
+    def log_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        """The final metrics in the W&B run's summary (the config is the run's already)."""
+        self.run.summary.update(_scalars(metrics))
+
     def close(self) -> None:
         self.run.finish()
 
@@ -243,6 +262,12 @@ class Loggers:
                 stop = stop or e
         if stop is not None:
             raise stop
+
+    def log_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        """Hyperparameters and final metrics to the sinks that keep them (TensorBoard, W&B)."""
+        for sink in self.sinks:
+            if hasattr(sink, "log_hparams"):
+                sink.log_hparams(hparams, metrics)
 
     def close(self) -> None:
         """Close every sink (newest first); re-raise the first failure after trying them all."""

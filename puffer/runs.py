@@ -1,8 +1,12 @@
-"""Run directories and sweep summaries.
+"""Run directories, the run table (``puffer runs``) and sweep summaries.
 
 A run directory holds ``.hydra/`` (the composed config and the overrides), ``checkpoints/``,
 ``tb/``, ``wandb/``, ``metrics.jsonl`` and ``summary.json``. A sweep directory holds one run
 directory per job (``0/``, ``1/``, ...) and, when the sweep ends, ``summary.csv``.
+
+The run table reads only small files per run (``summary.json``, ``.hydra/overrides.yaml``, the
+policy line of ``.hydra/config.yaml`` and the last line of ``metrics.jsonl`` while a run is live),
+so it lists a thousand runs in well under a second (benchmarks/report_speed.py measures it).
 """
 
 from __future__ import annotations
@@ -11,19 +15,29 @@ import csv
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from puffer.checkpoint import CheckpointDir, atomic_write
 
 __all__ = [
+    "RunRow",
     "SweepSummary",
+    "add_runs_parser",
     "find_run",
+    "find_run_dirs",
     "read_overrides",
+    "read_run",
     "read_summary",
+    "render_run_table",
+    "run_status",
+    "run_table",
+    "runs_arguments",
+    "runs_command",
     "sweep_rows",
     "write_json",
     "write_sweep_summary",
@@ -59,7 +73,11 @@ def read_overrides(run_dir: str | os.PathLike[str]) -> list[str]:
             f"{run_dir} is not a puffer run directory: {path} is missing (a run directory is "
             "what python -m puffer.train creates, e.g. outputs/cartpole/<date>_<time>)"
         )
-    return [str(o) for o in OmegaConf.load(path)]
+    import yaml  # Hydra writes a plain YAML list of strings; OmegaConf.load is 20x slower
+
+    with open(path, encoding="utf-8") as f:
+        loaded = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return [str(o) for o in loaded or []]
 
 
 def find_run(env: str, outputs: str | os.PathLike[str] = "outputs") -> Path:
@@ -160,3 +178,336 @@ class SweepSummary(Callback):
             return
         rows = write_sweep_summary(sweep_dir)
         SweepSummary.failed_jobs = sum(r["status"] not in ("completed", "pruned") for r in rows)
+
+
+# -- the run table (puffer runs) ---------------------------------------------------------------------
+
+# A run whose summary still says "running" but whose process is gone crashed (SIGKILL, OOM, power):
+# without a recorded pid, a run silent for this long (no summary or metrics write) counts as failed.
+STALE_SECONDS = 600.0
+_SKIP = {"checkpoints", "tb", "wandb", ".hydra", "report", "videos", "export", "__pycache__"}
+LIVE = ("running", "starting")
+
+
+@dataclass
+class RunRow:
+    """One row of the run table; times are Unix seconds, ``wall_time`` seconds."""
+
+    run: str
+    env: str
+    policy: str
+    overrides: str
+    status: str
+    steps: int | None
+    objective: float | None
+    sps: float | None
+    wall_time: float | None
+    start_time: float | None
+    error: str = ""
+
+
+def find_run_dirs(paths: list[str | os.PathLike[str]], max_depth: int = 6) -> list[Path]:
+    """Every run directory under ``paths`` (a directory with ``.hydra/`` or ``summary.json``).
+
+    Does not descend into a run directory (its checkpoints, tb/, wandb/ hold no runs).
+    """
+    found: list[Path] = []
+
+    def walk(d: Path, depth: int) -> None:
+        try:
+            entries = list(os.scandir(d))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            return
+        names = {e.name for e in entries}
+        if ".hydra" in names or SUMMARY in names:
+            found.append(d)
+            return
+        if depth < max_depth:
+            for e in sorted(entries, key=lambda e: e.name):
+                if e.is_dir(follow_symlinks=False) and e.name not in _SKIP:
+                    walk(Path(e.path), depth + 1)
+
+    for p in paths:
+        walk(Path(p), 0)
+    return found
+
+
+def _last_jsonl_row(path: Path) -> dict[str, Any] | None:
+    """The last complete line of a JSON-lines file, reading only its last 8 KiB."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+    return None
+
+
+def _config_policy(run_dir: Path) -> str:
+    """``policy.name`` from ``.hydra/config.yaml`` by a line scan (no YAML parse: it is per run)."""
+    path = run_dir / ".hydra" / "config.yaml"
+    try:
+        with open(path, encoding="utf-8") as f:
+            in_policy = False
+            for line in f:
+                if not line.startswith(" "):
+                    in_policy = line.startswith("policy:")
+                elif in_policy and line.startswith("  name:"):
+                    return line.split(":", 1)[1].strip().strip("'\"")
+    except OSError:
+        pass
+    return ""
+
+
+def _alive(run_dir: Path, summary: dict[str, Any], now: float) -> bool:
+    """Whether the process writing ``run_dir`` still runs: its pid when the summary records one
+    (on this host), else a write to summary.json or metrics.jsonl within ``STALE_SECONDS``."""
+    import socket
+
+    import psutil
+
+    pid, host = summary.get("pid"), summary.get("host")
+    if isinstance(pid, int) and host == socket.gethostname():
+        try:
+            started = psutil.Process(pid).create_time()
+        except psutil.Error:
+            return False
+        begun = _start_time(summary)
+        return begun is None or started <= begun + 1.0  # not a reused pid
+    mtimes = []
+    for name in (SUMMARY, METRICS):
+        try:
+            mtimes.append((run_dir / name).stat().st_mtime)
+        except OSError:
+            continue
+    return bool(mtimes) and now - max(mtimes) < STALE_SECONDS
+
+
+def run_status(run_dir: Path, summary: dict[str, Any] | None, now: float) -> tuple[str, str]:
+    """``(status, error)``: the summary's final status, else ``running`` while the process lives
+    and ``failed`` (crashed: no final summary) once it is gone."""
+    summary = summary or {}
+    status = str(summary.get("status") or "running")
+    error = str(summary.get("error") or "")
+    if status in LIVE:
+        if _alive(run_dir, summary, now):
+            return "running", ""
+        return "failed", "crashed: the process ended without writing its final summary"
+    return status, error.splitlines()[0] if error else ""
+
+
+def read_run(run_dir: str | os.PathLike[str], now: float | None = None) -> RunRow:
+    """The run table's row for one run directory (small files only)."""
+    import time
+
+    run_dir = Path(run_dir)
+    now = time.time() if now is None else now
+    summary = read_summary(run_dir) or {}
+    status, error = run_status(run_dir, summary, now)
+    try:
+        overrides = read_overrides(run_dir)
+    except (FileNotFoundError, ValueError):
+        overrides = []
+    shown = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/", "env="))]
+    steps = summary.get("global_step")
+    if status == "running" or steps is None:
+        last = _last_jsonl_row(run_dir / METRICS)
+        steps = last.get("global_step") if last else steps
+    start = _start_time(summary)
+    if start is None:
+        try:
+            start = (run_dir / ".hydra" / "overrides.yaml").stat().st_mtime
+        except OSError:
+            start = None
+    env = summary.get("env") or next(
+        (o.split("=", 1)[1] for o in overrides if o.startswith("env=")), ""
+    )
+    return RunRow(
+        run=str(run_dir),
+        env=str(env),
+        policy=str(summary.get("policy") or _config_policy(run_dir)),
+        overrides=" ".join(shown),
+        status=status,
+        steps=int(steps) if isinstance(steps, int | float) else None,
+        objective=_finite(summary.get("objective")),
+        sps=_finite(summary.get("sps")),
+        wall_time=_finite(summary.get("wall_time")),
+        start_time=float(start) if start is not None else None,
+        error=error,
+    )
+
+
+def _start_time(summary: dict[str, Any]) -> float | None:
+    """Unix seconds the run started: the summary's ``started`` (ISO 8601) or ``start_time``."""
+    from datetime import datetime
+
+    started = summary.get("started")
+    if isinstance(started, str):
+        try:
+            return datetime.fromisoformat(started).timestamp()
+        except ValueError:
+            pass
+    value = summary.get("start_time")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, int | float) and math.isfinite(x) else None
+
+
+SORT_KEYS = ("start", "objective", "steps", "sps", "wall_time", "env", "status", "run")
+
+
+def run_table(
+    paths: list[str | os.PathLike[str]],
+    *,
+    env: str | None = None,
+    status: str | None = None,
+    sort: str = "start",
+) -> list[RunRow]:
+    """The rows of every run under ``paths``, filtered by env/status, sorted (numbers and start
+    time descending: newest and best first; names ascending). Raises ``ValueError`` on a bad key."""
+    import time
+
+    if sort not in SORT_KEYS:
+        raise ValueError(f"--sort {sort}: choose one of {', '.join(SORT_KEYS)}")
+    now = time.time()
+    rows = [read_run(d, now) for d in find_run_dirs(paths)]
+    if env is not None:
+        rows = [r for r in rows if r.env == env]
+    if status is not None:
+        rows = [r for r in rows if r.status == status]
+    field = "start_time" if sort == "start" else sort
+    if field in ("env", "status", "run"):
+        return sorted(rows, key=lambda r: (getattr(r, field), r.run))
+    missing = [r for r in rows if getattr(r, field) is None]
+    present = [r for r in rows if getattr(r, field) is not None]
+    return sorted(present, key=lambda r: (-getattr(r, field), r.run)) + missing
+
+
+_STATUS_STYLE = {
+    "completed": "green",
+    "solved": "green",
+    "running": "cyan",
+    "interrupted": "yellow",
+    "pruned": "magenta",
+    "failed": "red",
+}
+
+
+def render_run_table(rows: list[RunRow], console: Any = None, title: str = "runs") -> None:
+    """Print ``rows`` as a rich table (``console`` defaults to stdout)."""
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from puffer.dashboard import format_duration
+
+    tokens = [r.overrides.split() for r in rows]
+    common = set.intersection(*map(set, tokens)) if len(tokens) > 1 else set()
+    table = Table(
+        title=f"{title} ({len(rows)} runs)",
+        title_justify="left",
+        caption=f"all runs: {' '.join(t for t in tokens[0] if t in common)}" if common else None,
+        caption_justify="left",
+    )
+    for name in ("run", "env", "policy", "overrides", "status", "steps", "objective", "SPS"):
+        table.add_column(name, justify="right" if name in ("steps", "objective", "SPS") else "left")
+    table.add_column("wall", justify="right")
+    table.add_column("started", no_wrap=True)
+    for r, toks in zip(rows, tokens):
+        status = f"[{_STATUS_STYLE.get(r.status, 'white')}]{r.status}[/]"
+        table.add_row(
+            r.run,
+            r.env,
+            r.policy,
+            " ".join(t for t in toks if t not in common),
+            status + (f" ({r.error[:60]})" if r.error and r.status == "failed" else ""),
+            f"{r.steps:,}" if r.steps is not None else "-",
+            f"{r.objective:.4g}" if r.objective is not None else "-",
+            f"{r.sps:,.0f}" if r.sps is not None else "-",
+            format_duration(r.wall_time) if r.wall_time is not None else "-",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.start_time)) if r.start_time else "-",
+        )
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # a pipe or a file: no terminal width to fit, keep rows whole
+            console = Console(width=240)
+    console.print(table)
+
+
+def runs_arguments(p: Any) -> None:
+    """The ``puffer runs`` arguments, on the argparse parser ``p``."""
+    p.add_argument("paths", nargs="*", metavar="PATH", help="directories to search for runs")
+    p.add_argument("--env", help="only runs of this env")
+    p.add_argument("--status", help="only runs with this status (completed, failed, ...)")
+    p.add_argument("--sort", default="start", choices=SORT_KEYS, help="sort key (default start)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+
+def add_runs_parser(sub: Any) -> None:
+    """``puffer runs``: register the subcommand on the CLI's subparsers."""
+    p = sub.add_parser("runs", help="a table of runs (outputs/ and multirun_sweeps/, or PATH)")
+    runs_arguments(p)
+    p.set_defaults(func=runs_command)
+
+
+def runs_command(args: Any, extra: list[str] | None = None) -> int:
+    """Run ``puffer runs`` with parsed ``args``; returns the exit code."""
+    extra = getattr(args, "overrides", None) or extra
+    import sys
+    from dataclasses import asdict
+
+    if extra:
+        print(f"puffer runs: unrecognized arguments: {' '.join(extra)}", file=sys.stderr)
+        return 2
+    paths = args.paths or ["outputs", "multirun_sweeps"]
+    missing = [p for p in paths if not Path(p).is_dir()]
+    if args.paths and missing:
+        print(f"puffer runs: no such directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    rows = run_table(paths, env=args.env, status=args.status, sort=args.sort)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=1))
+    else:
+        render_run_table(rows, title=" ".join(str(p) for p in paths))
+    return 0
+
+
+# -- hyperparameters and final metrics (TensorBoard HParams, W&B summary) ---------------------------
+
+
+def hparams(config: Any) -> dict[str, Any]:
+    """A run's composed config (DictConfig or dict) as flat ``{"ppo.learning_rate": 0.001, ...}``
+    without ``hydra``; lists and None become strings (what the HParams dashboard takes)."""
+    from omegaconf import OmegaConf
+
+    if not isinstance(config, dict):
+        config = OmegaConf.to_container(config, resolve=True)
+
+    def flat(d: Any, prefix: str) -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix: d if isinstance(d, bool | int | float | str) else str(d)}
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+
+    return flat({k: v for k, v in config.items() if k != "hydra"}, "")
+
+
+FINAL_KEYS = ("objective", "global_step", "sps", "wall_time", "eval_return")
+
+
+def final_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """``final/<key>`` for the summary's finite numbers among ``FINAL_KEYS``."""
+    return {
+        f"final/{k}": float(v) for k in FINAL_KEYS if (v := _finite(summary.get(k))) is not None
+    }

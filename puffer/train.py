@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -31,11 +32,28 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from puffer import build, pruning
+from puffer import build, dist, pruning
 from puffer import checkpoint as ckpt
-from puffer.config import CONF_DIR, ConfigError, compose, env_label, explain, validate
-from puffer.loggers import StopRun
-from puffer.runs import SUMMARY, SweepSummary, read_summary, write_json, write_sweep_summary
+from puffer.config import (
+    CONF_DIR,
+    ConfigError,
+    TrainConfig,
+    compose,
+    env_label,
+    explain,
+    validate,
+)
+from puffer.evaluation import make_evaluator
+from puffer.loggers import Loggers, StopRun
+from puffer.runs import (
+    SUMMARY,
+    SweepSummary,
+    final_metrics,
+    hparams,
+    read_summary,
+    write_json,
+    write_sweep_summary,
+)
 
 log = logging.getLogger("puffer")
 
@@ -86,9 +104,10 @@ class StopFlag:
 # -- the training run ------------------------------------------------------------------------------
 
 
-def save_checkpoint(checkpoints: ckpt.CheckpointDir, trainer: Any, cfg: DictConfig) -> Path:
+def save_checkpoint(checkpoints: ckpt.CheckpointDir, trainer: Any, cfg: DictConfig) -> Path | None:
     """Checkpoint ``trainer`` (with ``cfg``) in ``checkpoints``; weights that are no longer finite
-    raise ``FloatingPointError`` instead, so the last good checkpoint stays the latest."""
+    raise ``FloatingPointError`` instead, so the last good checkpoint stays the latest. Every rank
+    of a distributed run calls it; rank 0 writes (the others get None)."""
     import torch
 
     bad = [n for n, p in trainer.policy.named_parameters() if not torch.isfinite(p).all()]
@@ -98,9 +117,13 @@ def save_checkpoint(checkpoints: ckpt.CheckpointDir, trainer: Any, cfg: DictConf
             f"({', '.join(bad)}); not checkpointed. Lower ppo.learning_rate or enable "
             "ppo.normalize_rewards/normalize_observations"
         )
-    config = OmegaConf.to_container(cfg, resolve=False)  # escapes kept: it round-trips
-    path = trainer.save(checkpoints.path(trainer.global_step), meta={"config": config})
-    return checkpoints.commit(path)
+    meta: dict[str, Any] = {"config": OmegaConf.to_container(cfg, resolve=False)}  # round-trips
+    if dist.world().world_size > 1:  # every rank's env and rollout state, written by rank 0
+        ranks = dist.gather_rank_states(trainer.state_dict())
+        if ranks is None:
+            return None
+        meta["dist"] = {"world_size": len(ranks), "ranks": ranks}
+    return checkpoints.commit(trainer.save(checkpoints.path(trainer.global_step), meta=meta))
 
 
 def objective(trainer: Any) -> float | None:
@@ -152,32 +175,37 @@ def run(
     """
     run_dir = Path(run_dir)
     resuming = cfg.resume is not None
+    writer = dist.world().is_rank0  # a distributed run's other ranks write nothing
     started = time.time()
     summary: dict[str, Any] = {"status": "starting", "env": _label(cfg), "run_dir": str(run_dir)}
-    if not resuming:  # `started` says which run is newest (puffer eval <env>), resumed or not
+    summary.update(pid=os.getpid(), host=socket.gethostname())  # puffer runs: alive or crashed
+    if not resuming and writer:  # `started` says which run is newest (puffer eval <env>), resumed or not
         summary["started"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / SUMMARY, summary)
     stop = StopFlag()
-    loggers = trainer = None
-    status, touched = "failed", not resuming
+    loggers = trainer = evaluator = None
+    status, touched = "failed", not resuming and writer
     sps: deque[float] = deque(maxlen=10)  # the last updates' rates, for the summary
     with stop.installed(), ExitStack() as logs:
         try:
-            if not resuming:
+            if not resuming and writer:
                 logs.enter_context(_run_log(run_dir / "train.log"))
-            trainer = build.make_trainer(cfg, _latest(run_dir) if resuming else None)
+            # Rank 0 reads the checkpoint and sends it (build): the others need not see run_dir.
+            checkpoint = (_latest(run_dir) if writer else run_dir) if resuming else None
+            trainer = build.make_trainer(cfg, checkpoint)
             if resuming and trainer.done:
                 log.info(
                     "%s already finished at step %s; nothing changed (raise "
                     "ppo.total_timesteps to continue it)", run_dir, f"{trainer.global_step:,}"
                 )  # fmt: skip
                 return read_summary(run_dir) or summary
-            touched = True
-            if resuming:
+            touched = writer
+            if resuming and writer:
                 logs.enter_context(_run_log(run_dir / "train.log"))
             summary = {**(read_summary(run_dir) or {}), **summary, "status": "running"}
-            write_json(run_dir / SUMMARY, summary)
+            if writer:
+                write_json(run_dir / SUMMARY, summary)
             log.info(
                 "puffer: %s %s, %s steps, run dir %s",
                 "resuming" if resuming else "training",
@@ -187,24 +215,43 @@ def run(
             )
             checkpoints = ckpt.CheckpointDir(run_dir / "checkpoints", keep=cfg.checkpoint.keep)
             last_saved = int(trainer.global_step) if resuming else -1
-            loggers = build.make_loggers(
-                cfg, run_dir, trainer, trainer.global_step if resuming else None, console, sinks
+            resume_step = trainer.global_step if resuming else None
+            # eval.*: None unless evaluation is on; rank 0 alone evaluates (dist.agree shares a stop)
+            evaluator = make_evaluator(cfg, run_dir) if writer else None
+            if evaluator is not None:
+                logs.callback(evaluator.close)
+                sinks = (*sinks, *evaluator.stop_sinks())
+            loggers = (
+                build.make_loggers(cfg, run_dir, trainer, resume_step, console, sinks)
+                if writer
+                else Loggers()
             )
+            if evaluator is not None:
+                evaluator.sinks = loggers.sinks  # videos go to TensorBoard and W&B
             status = "completed"
-            while not trainer.done and stop.signum is None:
+            while not trainer.done:
                 trainer.rollout()
                 metrics = trainer.update()
+                if evaluator is not None and evaluator.due(trainer.update_count, trainer.done):
+                    metrics = {**metrics, **evaluator(trainer)}
                 if metrics.get("sps") is not None:
                     sps.append(float(metrics["sps"]))
+                ended = None
                 try:
                     loggers.log(metrics, int(trainer.global_step))
                 except StopRun as e:
-                    status = e.status
-                    log.info("puffer: %s: %s", e.status, e.message)
+                    ended = (e.status, e.message)
+                # Ranks stop after the same update: on a signal any rank got, or rank 0's StopRun.
+                stop.signum, ended = dist.agree(stop.signum, ended)
+                if ended is not None:
+                    status = ended[0]
+                    log.info("puffer: %s: %s", *ended)
                     break
                 if trainer.update_count % cfg.checkpoint.interval == 0 or trainer.done:
                     save_checkpoint(checkpoints, trainer, cfg)
                     last_saved = trainer.global_step
+                if stop.signum is not None:
+                    break
             if trainer.global_step != last_saved:
                 save_checkpoint(checkpoints, trainer, cfg)
             if stop.signum is not None:
@@ -234,22 +281,30 @@ def run(
             if stop.signum is not None:
                 name = signal.Signals(stop.signum).name
                 log.error("puffer: stopped by %s; checkpoint and logs saved in %s", name, run_dir)
-            _finish(run_dir, summary, status, touched, trainer, loggers, sps, started)
+            _finish(
+                run_dir, summary, status, touched, trainer, loggers, sps, started, cfg, evaluator
+            )
     if stop.signum is not None:
         raise TrainingInterrupted(stop.signum)
     return summary
 
 
-def _finish(run_dir, summary, status, touched, trainer, loggers, sps, started) -> None:  # type: ignore[no-untyped-def]
+def _finish(
+    run_dir, summary, status, touched, trainer, loggers, sps, started, cfg, evaluator
+) -> None:  # type: ignore[no-untyped-def]
     """Close the sinks and the env and write the summary (only if this attempt touched the run).
 
     Still under the signal handlers: a SIGTERM now must not kill the process before the logs are
     flushed, W&B is finished, the workers are reaped and the summary is out.
     """
     latest = ckpt.CheckpointDir(run_dir / "checkpoints").latest()
+    score = objective(trainer)
+    if evaluator is not None:  # eval.*: the last eval return, the objective with objective=eval
+        summary["eval_return"] = evaluator.last
+        score = evaluator.last if evaluator.is_objective else score
     summary.update(
         status=status,
-        objective=objective(trainer),
+        objective=score,
         global_step=int(trainer.global_step) if trainer is not None else 0,
         update=int(trainer.update_count) if trainer is not None else 0,
         sps=round(sum(sps) / len(sps), 1) if sps else None,
@@ -258,7 +313,11 @@ def _finish(run_dir, summary, status, touched, trainer, loggers, sps, started) -
     )
     try:
         if loggers is not None:
-            loggers.close()
+            try:
+                if trainer is not None:  # TensorBoard's HParams dashboard, W&B's run summary
+                    loggers.log_hparams(hparams(cfg), final_metrics(summary))
+            finally:
+                loggers.close()
     finally:
         if trainer is not None:
             trainer.close()
@@ -294,8 +353,7 @@ def _task(cfg: DictConfig) -> float:
 
         console = Console(force_terminal=False)  # sweep jobs print plain lines, even on a terminal
     try:
-        cfg = effective_config(cfg)
-        summary = run(cfg, run_dir, console, pruning.sinks(cfg))
+        summary = _run_job(effective_config(cfg), run_dir, console)
     except TrainingInterrupted as e:  # run() logged it
         raise SystemExit(e.code) from None
     except KeyboardInterrupt:
@@ -307,6 +365,90 @@ def _task(cfg: DictConfig) -> float:
         raise SystemExit(EXIT_CONFIG if isinstance(e, ConfigError) else EXIT_FAILED) from None
     score = summary.get("objective")
     return float("nan") if score is None else float(score)
+
+
+# -- several processes (puffer.dist, docs/scaling.md) --------------------------------------------
+
+
+def _run_job(cfg: DictConfig, run_dir: Path, console: Any) -> dict[str, Any]:
+    """``run`` here; in the ``dist.nproc`` ranks it starts (rank 0's summary); or, under torchrun,
+    as rank 0, after sending the config and run directory to the other ranks (``follow_rank0``)."""
+    if dist.torchrun_world() is not None:
+        with dist.process_group(cfg.dist, cfg.device):
+            dist.broadcast_object((OmegaConf.to_container(cfg), str(run_dir)))
+            return run(cfg, run_dir, console, pruning.sinks(cfg))
+    if cfg.dist.nproc == 1:
+        return run(cfg, run_dir, console, pruning.sinks(cfg))
+    job = OmegaConf.to_container(cfg)
+    try:
+        summary = dist.launch(run_rank, (job, str(run_dir), console is not None), cfg.dist)
+    except dist.LaunchInterrupted as e:
+        raise TrainingInterrupted(e.signum) from None
+    except dist.RankError as e:
+        summary = {**(read_summary(run_dir) or {}), "status": "failed"}
+        summary.update(error=str(e).splitlines()[1], traceback=str(e))
+        write_json(run_dir / SUMMARY, summary)
+        log.error("puffer: %s", e)
+        raise
+    if summary.get("interrupted") is not None:  # a signal reached a rank, not this process
+        raise TrainingInterrupted(summary["interrupted"])
+    return summary
+
+
+def run_rank(job: dict[str, Any], run_dir: str, plain: bool = False) -> dict[str, Any]:
+    """One rank of a ``dist.nproc`` run (``puffer.dist.launch`` spawns it): ``run`` with the
+    run's config in the process group. Returns the summary, or ``{"interrupted": signum}``."""
+    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), job)
+    _rank_logging()
+    console = None
+    if plain:
+        from rich.console import Console
+
+        console = Console(force_terminal=False)
+    with dist.process_group(cfg.dist, cfg.device):
+        sinks = pruning.sinks(cfg) if dist.world().is_rank0 else ()  # a sweep's trial reporter
+        try:
+            return run(cfg, run_dir, console, sinks)
+        except TrainingInterrupted as e:
+            return {"interrupted": e.signum}
+
+
+def follow_rank0() -> int:
+    """A torchrun rank other than 0: no Hydra app and no directory of its own. It composes the
+    command line's config (for the device and backend), joins the group, and runs the config and
+    run directory rank 0's Hydra job sends."""
+    overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+    try:
+        cfg = compose(overrides)
+    except ConfigError:
+        return EXIT_CONFIG  # rank 0 composes the same command line and reports the mistake
+    _rank_logging()
+    with dist.process_group(cfg.dist, cfg.device):
+        job, run_dir = dist.broadcast_object(None)
+        try:
+            run(OmegaConf.merge(OmegaConf.structured(TrainConfig), job), run_dir)
+        except TrainingInterrupted as e:
+            return e.code
+    return 0
+
+
+def _rank_logging() -> None:
+    """Logging in a rank (no Hydra app there): rank 0 prints as the Hydra job would (the run log
+    file is added by ``run``); the other ranks print nothing, warnings included (rank 0 gives each
+    once; a rank's failure reaches the user through the launcher's report or torchrun's)."""
+    import logging.config
+    import warnings
+
+    if not dist.world().is_rank0:  # a failure reaches the user through the launcher
+        logging.basicConfig(level=logging.CRITICAL)
+        warnings.simplefilter("ignore")
+        return
+    config = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "hydra/job_logging/puffer.yaml"))
+    assert isinstance(config, dict)
+    del config["handlers"]["file"]  # the file is the run's train.log: run() adds it
+    config["root"]["handlers"].remove("file")
+    config["loggers"]["puffer.progress"]["handlers"] = []
+    logging.config.dictConfig(config)
 
 
 def _failure_message(e: BaseException, run_dir: Path) -> str:
@@ -403,6 +545,9 @@ def main() -> int:
     _FULL_ERROR = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises composition errors to us, not prints them
     SweepSummary.failed_jobs = 0
+    here = dist.torchrun_world()
+    if here is not None and not here.is_rank0:
+        return follow_rank0()
     try:
         _app()
     except SystemExit as e:

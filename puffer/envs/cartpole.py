@@ -78,6 +78,27 @@ def render_text(x: float, theta: float, width: int = 61, height: int = 9) -> str
     return "\n".join("".join(row) for row in grid) + "\n" + status
 
 
+def render_rgb(x: float, theta: float, width: int = 600, height: int = 400) -> np.ndarray:
+    """An image ``(height, width, 3)`` uint8 as gymnasium's CartPole draws it: track, cart, pole."""
+    img = np.full((height, width, 3), 255, np.uint8)
+    scale = width / (2 * X_THRESHOLD)
+    track = int(height * 0.75)
+    img[track, :] = 0
+    cx = int(x * scale + width / 2)
+    cart_w, cart_h = 50, 30
+    img[
+        track - cart_h // 2 : track + cart_h // 2,
+        max(cx - cart_w // 2, 0) : max(cx + cart_w // 2, 0),
+    ] = 0
+    pole = np.linspace(0.0, 2 * LENGTH * scale, 200)  # 200 points along the pole, 10 px wide
+    px = (cx + pole * math.sin(theta)).astype(int)
+    py = (track - cart_h // 4 - pole * math.cos(theta)).astype(int)
+    for d in range(-5, 5):
+        ok = (px + d >= 0) & (px + d < width) & (py >= 0) & (py < height)
+        img[py[ok], px[ok] + d] = (202, 152, 101)
+    return img
+
+
 class CartPoleVec(NativeVecEnv):
     """``num_envs`` cart-poles stepped together in place (float64 state); see the module docstring."""
 
@@ -91,9 +112,11 @@ class CartPoleVec(NativeVecEnv):
         max_steps: int = MAX_STEPS,
         buffers: Buffers | None = None,
         seed: int | None = None,
+        render_mode: str = "ansi",
     ):
         obs_space, act_space = spaces(continuous)
         super().__init__(obs_space, act_space, num_envs, buffers, seed)
+        self.render_mode = render_mode  # "ansi" (text) or "rgb_array" (images, for videos)
         self.continuous = continuous
         self.max_steps = check_int("CartPoleVec", "max_steps", max_steps)
         n = self.num_envs
@@ -161,16 +184,23 @@ class CartPoleVec(NativeVecEnv):
         np.greater_equal(self.steps, self.max_steps, out=self.truncations)
         self.rewards.fill(1.0)
 
-    def render(self, row: int = 0) -> str:
-        return render_text(float(self.physics[0, row]), float(self.physics[2, row]))
+    def render(self, row: int = 0) -> str | np.ndarray:
+        draw = render_rgb if self.render_mode == "rgb_array" else render_text
+        return draw(float(self.physics[0, row]), float(self.physics[2, row]))
 
 
 class CartPole(PufferEnv):
     """One-agent CartPole on Python floats: gymnasium CartPole-v1 step for step."""
 
     def __init__(
-        self, *, continuous: bool = False, max_steps: int = MAX_STEPS, seed: int | None = None
+        self,
+        *,
+        continuous: bool = False,
+        max_steps: int = MAX_STEPS,
+        seed: int | None = None,
+        render_mode: str = "ansi",
     ):
+        self.render_mode = render_mode  # "ansi" (text) or "rgb_array" (images, for videos)
         self.max_steps = check_int("CartPole", "max_steps", max_steps)
         self.observation_space, self.action_space = spaces(continuous)
         self.continuous = continuous
@@ -199,5 +229,6 @@ class CartPole(PufferEnv):
             info = {"episode_return": float(self.steps), "episode_length": self.steps}
         return StepResult(np.array(self.state, dtype=np.float32), 1.0, terminated, truncated, info)
 
-    def render(self) -> str:
-        return render_text(self.state[0], self.state[2])
+    def render(self) -> str | np.ndarray:
+        draw = render_rgb if self.render_mode == "rgb_array" else render_text
+        return draw(self.state[0], self.state[2])

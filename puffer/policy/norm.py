@@ -49,11 +49,12 @@ class RunningNorm(nn.Module):
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
         """Fold a batch ``(N, dim)`` into the statistics (Chan et al.'s parallel update)."""
-        x = x.reshape(-1, self.mean.shape[0]).double()
-        n = x.shape[0]
+        from puffer import dist
+
+        # Under torch.distributed: the moments of every rank's batch, so the ranks stay identical.
+        n, mean, var = dist.all_moments(x.reshape(-1, self.mean.shape[0]))
         if n == 0:
             return
-        mean, var = x.mean(0), x.var(0, unbiased=False)
         total = self.count + n
         delta = mean - self.mean
         m2 = self.var * self.count + var * n + delta.square() * self.count * n / total

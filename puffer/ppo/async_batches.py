@@ -72,7 +72,7 @@ class AsyncBatches:
             tr.vecenv.send(actions)
             tr.times["forward"] += t1 - t0
             tr.times["env"] += time.perf_counter() - t1
-            tr.global_step += len(env_ids)
+            tr.global_step += len(env_ids) * tr.world_size
 
     def _recv(self) -> tuple[torch.Tensor, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
         """The next batch: observations, env ids, episode starts, and the rewards, terminals and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict, deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -21,9 +22,15 @@ class EpisodeStats:
     def record(self, infos: dict[str, np.ndarray]) -> None:
         """Add the values of one step's ``infos`` (one value per ended episode and key)."""
         for key, values in infos.items():
-            values = np.array(values, np.float64)
-            self.rollout[key].append(values)
-            self.recent[key].extend(values.tolist())
+            self.rollout[key].append(np.array(values, np.float64))
+
+    def end_rollout(self, gather: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]) -> None:
+        """Close the rollout: ``gather`` (``puffer.dist.gather_episodes``: every rank's values
+        under torch.distributed, else these) gives its values, which join ``recent``."""
+        values = gather({k: np.concatenate(parts) for k, parts in self.rollout.items()})
+        self.rollout = defaultdict(list, {k: [v] for k, v in values.items()})
+        for key, v in values.items():
+            self.recent[key].extend(v.tolist())
 
     def means(self) -> dict[str, float]:
         """``{"env/<key>": mean}`` over the episodes that ended since ``new_rollout``."""

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from puffer import dist
 from puffer.env import VecEnv
 from puffer.policy import Policy, State
 from puffer.ppo import loss as L
@@ -87,7 +88,9 @@ class Trainer:
         self.optimizers = make_optimizers(config, self.policy)
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         self.num_envs = vecenv.num_envs
-        self.batch_size = self.num_envs * config.horizon
+        # Under torch.distributed, steps and the batch count every rank's rows (puffer.dist).
+        self.world_size = dist.world().world_size
+        self.batch_size = self.num_envs * config.horizon * self.world_size
         self.num_updates = max(1, math.ceil(config.total_timesteps / self.batch_size))
         self._build(config, vecenv)
         self.start_episodes(self.seed)
@@ -166,6 +169,7 @@ class Trainer:
             else:
                 bootstrap = self.async_batches.collect()
             self.buffer.finish(bootstrap)
+        self.episodes.end_rollout(dist.gather_episodes)
         self.times["rollout"] = time.perf_counter() - start
         self._collected = True
         return self.episodes.means()
@@ -210,7 +214,7 @@ class Trainer:
             obs = self.to_device(next_obs)
             times["forward"] += t1 - t0
             times["env"] += t3 - t2
-        self.global_step += self.num_envs * self.config.horizon
+        self.global_step += self.num_envs * self.world_size * self.config.horizon
         starts = np.logical_or(terminals, truncations)
         self.pending = (obs, np.arange(self.num_envs), starts)
         _, bootstrap, _ = policy(obs, self.state, self.to_device(starts))
@@ -285,7 +289,7 @@ class Trainer:
         return {
             "global_step": float(self.global_step),
             "update": float(self.update_count),
-            "sps": buf.size / elapsed if elapsed > 0 else float("nan"),
+            "sps": buf.size * self.world_size / elapsed if elapsed > 0 else float("nan"),
             "learning_rate": lr,
             **{f"losses/{k}": v for k, v in losses.items()},
             "losses/explained_variance": explained,
@@ -323,7 +327,7 @@ class Trainer:
                 break
             totals += stats
             count += 1
-        means = (totals / count).tolist() if count else [math.nan] * len(LOSS_KEYS)
+        means = dist.all_mean(totals / count).tolist() if count else [math.nan] * len(LOSS_KEYS)
         return dict(zip(LOSS_KEYS, means))
 
     def _minibatch_indices(
@@ -352,7 +356,7 @@ class Trainer:
         fires (then no step is taken)."""
         out = self._loss(mb, weights)
         target_kl = self.config.target_kl
-        if target_kl is not None and out.approx_kl.item() > target_kl:
+        if target_kl is not None and dist.all_mean(out.approx_kl).item() > target_kl:
             return None
         self._check_finite(out)
         for opt in self.optimizers:
