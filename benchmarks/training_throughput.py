@@ -20,8 +20,11 @@ then times whole updates until ``--seconds`` have passed; the reported SPS is th
     python benchmarks/training_throughput.py --quick           # 1 repeat, 1 s each, fewer configs
     python benchmarks/training_throughput.py --rows 16,256 --threads 1 --libs puffer
     python benchmarks/training_throughput.py --puffer-path /other/checkout --json old.json
+    python benchmarks/training_throughput.py --quick --baseline /old/checkout  # before/after
 
-``--puffer-path DIR`` imports puffer from another checkout (e.g. an older commit, to compare
+``--baseline DIR`` adds puffer from another checkout as lib ``baseline``, each measurement right
+after the same one of this checkout (a loaded machine then slows both alike). ``--puffer-path DIR``
+imports puffer from another checkout (e.g. an older commit, to compare
 before/after on the same machine); it works with the trainer API before the rename
 (``evaluate``/``train``) as well as after (``rollout``/``update``). Importing torch.optim (for
 ``torch.optim.Adam``) costs about 0.7 s once per process on a small CPU; it falls outside the timed
@@ -141,7 +144,7 @@ def worker(args: argparse.Namespace) -> None:
         sys.path.insert(0, str(Path(args.puffer_path).resolve()))
     torch.set_num_threads(args.threads[0])
     lib, policy, rows = args.worker.split(",")
-    measure = measure_puffer if lib == "puffer" else measure_sb3
+    measure = measure_sb3 if lib == "sb3" else measure_puffer
     sps = measure(policy, int(rows), args.seconds)
     print(json.dumps({"lib": lib, "policy": policy, "rows": int(rows), "sps": sps}))
 
@@ -157,6 +160,8 @@ def configs(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
             for rows in args.rows:
                 if "puffer" in args.libs:
                     out.append(("puffer", policy, rows, threads))
+                    if args.baseline:
+                        out.append(("baseline", policy, rows, threads))
                 if "sb3" in args.libs and rows in PEER_ROWS and threads == 1:
                     out.append(("sb3", policy, rows, threads))
     return out
@@ -173,8 +178,9 @@ def run_one(args: argparse.Namespace, lib: str, policy: str, rows: int, threads:
         "--seconds",
         str(args.seconds),
     ]
-    if args.puffer_path:
-        cmd += ["--puffer-path", args.puffer_path]
+    path = args.baseline if lib == "baseline" else args.puffer_path
+    if path:
+        cmd += ["--puffer-path", path]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -208,6 +214,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
     p.add_argument("--puffer-path", help="import puffer from this checkout instead")
+    p.add_argument(
+        "--baseline",
+        help="also measure puffer from this checkout (lib 'baseline'), interleaved with puffer",
+    )
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -236,7 +246,12 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(table(results))
     settings = dict(horizon=HORIZON, minibatches=MINIBATCHES, epochs=EPOCHS, hidden=HIDDEN)
-    payload = {"settings": settings, "puffer_path": args.puffer_path, "results": results}
+    payload = {
+        "settings": settings,
+        "puffer_path": args.puffer_path,
+        "baseline": args.baseline,
+        "results": results,
+    }
     print(json.dumps(payload))
     if args.json:
         Path(args.json).write_text(json.dumps(payload, indent=1) + "\n")

@@ -237,7 +237,10 @@ class RichDashboard:
         split.add_column("part")
         split.add_column("seconds", justify="right")
         split.add_column("share", justify="right")
-        parts = {k: float(m.get(f"time/{k}", 0.0) or 0.0) for k in ("env", "forward", "learn")}
+        parts = {
+            k: float(m.get(f"time/{k}", 0.0) or 0.0)
+            for k in ("env", "forward", "overhead", "learn")
+        }
         whole = sum(parts.values()) or 1.0
         for k, v in parts.items():
             split.add_row(k, f"{v:.3f}", f"{100 * v / whole:.0f}%")

@@ -36,6 +36,7 @@ METRIC_KEYS = {
     "losses/explained_variance",
     "time/env",
     "time/forward",
+    "time/overhead",
     "time/learn",
 }
 
@@ -118,6 +119,10 @@ def test_metrics_keys_and_episode_stats():
     assert metrics["global_step"] == 16 * 64 == trainer.global_step
     assert metrics["update"] == 1 and metrics["learning_rate"] == pytest.approx(3e-4)
     assert all(math.isfinite(v) for v in metrics.values())
+    # The time split covers the whole update: rollout (env + policy + the rest) and learning.
+    parts = [metrics[f"time/{k}"] for k in ("env", "forward", "overhead", "learn")]
+    assert all(p >= 0 for p in parts) and metrics["time/env"] > 0 and metrics["time/forward"] > 0
+    assert sum(parts) == pytest.approx(16 * 64 / metrics["sps"], rel=1e-6)
     assert 0 < len(trainer.recent_episodes()) <= 100
 
 

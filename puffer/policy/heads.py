@@ -43,10 +43,16 @@ _PAD_LOGIT = -1e9  # pads ragged MultiDiscrete logits: exp() underflows to exact
 
 
 def _sample_index(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One index per row of log-probabilities ``(..., n)``, as ``(..., 1)`` int64 (inverse CDF:
-    fewer ops than ``torch.multinomial`` for small ``n``, and it works on any batch shape)."""
-    u = torch.rand(*logp.shape[:-1], 1, generator=generator, device=logp.device)
-    return (logp.exp().cumsum(-1) < u).sum(-1, keepdim=True)
+    """One index per row of log-probabilities ``(..., n)``, as ``(..., 1)`` int64.
+
+    The exponential race, Gumbel-max's form without logarithms: ``argmax_i p_i / E_i`` with
+    ``E_i ~ Exp(1)`` i.i.d. picks ``i`` with probability ``p_i`` (``-log E_i`` is Gumbel). One
+    random draw and four ops, on any batch shape; the index is always in range. (torch's CPU
+    ``exponential_`` may return 0 with probability ~2^-53: that row's index is then an ``argmax``
+    of ``inf``, still a valid draw unless its probability underflowed to exactly 0 as well.)
+    """
+    race = torch.empty_like(logp).exponential_(generator=generator)
+    return logp.exp().div_(race).argmax(-1, keepdim=True)
 
 
 def _log_prob_entropy(logp: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +79,7 @@ class CategoricalHead(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(action (B,) int64, log_prob (B,))``."""
         logp = torch.log_softmax(logits, -1)
-        index = _sample_index(logp, generator).clamp_(max=self.n - 1)  # cumsum may round below 1
+        index = _sample_index(logp, generator)
         return index.squeeze(-1), logp.gather(-1, index).squeeze(-1)
 
     def mode(self, logits: torch.Tensor) -> torch.Tensor:
@@ -112,7 +118,6 @@ class MultiCategoricalHead(nn.Module):
         self.uniform = all(n == self.nmax for n in self.nvec)
         index = [i * self.nmax + j for i, n in enumerate(self.nvec) for j in range(n)]
         self.register_buffer("_pad_index", torch.tensor(index), persistent=False)
-        self.register_buffer("_last", torch.tensor(self.nvec) - 1, persistent=False)
         self.linear = layer_init(nn.Linear(hidden_size, sum(self.nvec)), std=0.01)
         self.action_shape = (self.k,)
         self.action_dtype = torch.int64
@@ -132,7 +137,7 @@ class MultiCategoricalHead(nn.Module):
         self, logits: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         logp = self._log_probs(logits)
-        index = torch.minimum(_sample_index(logp, generator).squeeze(-1), self._last)
+        index = _sample_index(logp, generator).squeeze(-1)  # padding has p = 0: never drawn
         return index, logp.gather(-1, index.unsqueeze(-1)).squeeze(-1).sum(-1)
 
     def mode(self, logits: torch.Tensor) -> torch.Tensor:

@@ -159,32 +159,41 @@ class ExperienceBuffer:
         following = torch.cat([self.values[:, 1:], bootstrap.unsqueeze(1)], 1)
         self.next_values.copy_(torch.where(self.truncations, self.next_values, following))
 
+    def pack(self, advantages: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+        """The update's float fields in one ``(S, T, 4)`` tensor (log_probs, values, advantages,
+        returns), so that ``minibatch`` gathers them with one index op."""
+        return torch.stack([self.log_probs, self.values, advantages, returns], -1)
+
     def minibatch(
         self,
         idx: torch.Tensor | None,
-        advantages: torch.Tensor,
-        returns: torch.Tensor,
+        packed: torch.Tensor,
         mask: torch.Tensor | None,
         rewards: torch.Tensor | None = None,
+        *,
+        recurrent: bool = True,
     ) -> Minibatch:
-        """Segments ``idx`` (int64 ``(B,)`` on the device; None: all) as a ``Minibatch``; with
-        ``rewards`` (the update's, possibly normalized) it carries what V-trace needs too."""
+        """Segments ``idx`` (int64 ``(B,)`` on the device; None: all) as a ``Minibatch``, with
+        the float fields from ``packed`` (``pack(advantages, returns)``); with ``rewards`` (the
+        update's, possibly normalized) it carries what V-trace needs too. Without ``recurrent``,
+        ``starts`` and ``initial_state`` are left empty (a feed-forward policy ignores them)."""
 
         def take(x: torch.Tensor) -> torch.Tensor:
             return x if idx is None else x[idx]
 
+        log_probs, values, advantages, returns = take(packed).unbind(-1)
         traces = None
         if rewards is not None:
             traces = tuple(map(take, (rewards, self.next_values, self.terminals, self.truncations)))
         return Minibatch(
             take(self.observations),
             take(self.actions),
-            take(self.log_probs),
-            take(self.values),
-            take(advantages),
-            take(returns),
-            take(self.starts),
-            tuple(map(take, self.initial_state)),
+            log_probs,
+            values,
+            advantages,
+            returns,
+            take(self.starts) if recurrent else self.starts[:0],
+            tuple(map(take, self.initial_state)) if recurrent else (),
             None if mask is None else take(mask),
             traces,
         )

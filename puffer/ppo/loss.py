@@ -44,7 +44,8 @@ def normalize_advantages(
     """``(A - mean) / (std + 1e-8)`` over the entries where ``mask`` (CleanRL's ``norm_adv``,
     per minibatch; ``std`` is the unbiased sample standard deviation as ``torch.std``)."""
     if mask is None:
-        return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        std, mean = torch.std_mean(advantages)
+        return (advantages - mean) / (std + 1e-8)
     count = mask.sum()
     mean = (advantages * mask).sum() / count
     var = ((advantages - mean).square() * mask).sum() / (count - 1).clamp(min=1)
@@ -59,9 +60,10 @@ def clipped_surrogate(
 ) -> torch.Tensor:
     """The policy loss ``-E[min(r A, clip(r, 1 - eps, 1 + eps) A)]`` (PPO paper eq. 7, negated
     for minimization; ``eps = clip_coef``)."""
-    pg_loss1 = -advantages * ratio
-    pg_loss2 = -advantages * ratio.clamp(1 - clip_coef, 1 + clip_coef)
-    return masked_mean(torch.max(pg_loss1, pg_loss2), mask)
+    # max(-A r, -A clip(r)) = -min(A r, A clip(r)), exactly: one op fewer.
+    surrogate1 = advantages * ratio
+    surrogate2 = advantages * ratio.clamp(1 - clip_coef, 1 + clip_coef)
+    return -masked_mean(torch.min(surrogate1, surrogate2), mask)
 
 
 def value_loss(
@@ -117,10 +119,11 @@ def ppo_loss(
     pg_loss = clipped_surrogate(advantages, ratio, clip_coef, mask)
     v_loss = value_loss(new_values, old_values, returns, vf_clip_coef, mask)
     entropy_loss = masked_mean(entropy, mask)
-    loss = pg_loss - ent_coef * entropy_loss + vf_coef * v_loss
+    loss = pg_loss.sub(entropy_loss, alpha=ent_coef).add(v_loss, alpha=vf_coef)
     with torch.no_grad():
-        approx_kl = masked_mean((ratio - 1) - log_ratio, mask)
-        clipfrac = masked_mean(((ratio - 1).abs() > clip_coef).float(), mask)
+        ratio_minus_1 = ratio - 1
+        approx_kl = masked_mean(ratio_minus_1 - log_ratio, mask)
+        clipfrac = masked_mean((ratio_minus_1.abs() > clip_coef).float(), mask)
     return PPOLoss(
         loss, pg_loss.detach(), v_loss.detach(), entropy_loss.detach(), approx_kl, clipfrac
     )

@@ -136,7 +136,7 @@ class Trainer:
         self.state: State = None
         self.episodes = EpisodeStats(window=100)
         self._collected = False
-        self.times = {"env": 0.0, "forward": 0.0}
+        self.times = {"env": 0.0, "forward": 0.0, "rollout": 0.0}
 
     @property
     def done(self) -> bool:
@@ -161,7 +161,8 @@ class Trainer:
         Returns ``{"env/<key>": mean}`` over the episodes that ended during the rollout.
         """
         self.episodes.new_rollout()
-        self.times = {"env": 0.0, "forward": 0.0}
+        self.times = {"env": 0.0, "forward": 0.0, "rollout": 0.0}
+        start = time.perf_counter()
         with torch.inference_mode():
             if self.async_batches is None:
                 bootstrap = self._collect()
@@ -169,6 +170,7 @@ class Trainer:
                 bootstrap = self.async_batches.collect()
             self.buffer.finish(bootstrap)
         self.episodes.end_rollout(dist.gather_episodes)
+        self.times["rollout"] = time.perf_counter() - start
         self._collected = True
         return self.episodes.means()
 
@@ -190,24 +192,29 @@ class Trainer:
         self.pending = None
         for initial, state in zip(buf.initial_state, self.state or ()):
             initial.copy_(state)  # each segment's policy state before its first step
+        act, send, recv, times = policy.act, self.vecenv.send, self.vecenv.recv, self.times
         for t in range(self.config.horizon):
-            t0 = time.perf_counter()
             if masks is not None:
                 buf.host_masks[t] = masks
-            starts = self.to_device(buf.host_starts[t]) if policy.is_recurrent else None
-            params, value, self.state = policy(obs, self.state, starts)
-            action, log_prob = head.sample(params, self.generator)
+            starts = None  # a recurrent policy resets rows only at steps where some row starts
+            if policy.is_recurrent and buf.host_starts[t].any():
+                starts = self.to_device(buf.host_starts[t])
+            t0 = time.perf_counter()
+            action, log_prob, value, self.state = act(
+                obs, self.state, starts, generator=self.generator
+            )
+            t1 = time.perf_counter()
             buf.store_step(t, obs, action, log_prob, value)
             actions = head.to_env(action)
-            t1 = time.perf_counter()
-            self.vecenv.send(actions)
-            next_obs, rewards, terminals, truncations, infos, _ = self.vecenv.recv()
             t2 = time.perf_counter()
+            send(actions)
+            next_obs, rewards, terminals, truncations, infos, _ = recv()
+            t3 = time.perf_counter()
             self._store_results(t, rewards, terminals, truncations, infos)
             obs = self.to_device(next_obs)
-            self.global_step += self.num_envs * self.world_size
-            self.times["forward"] += t1 - t0
-            self.times["env"] += t2 - t1
+            times["forward"] += t1 - t0
+            times["env"] += t3 - t2
+        self.global_step += self.num_envs * self.world_size * self.config.horizon
         starts = np.logical_or(terminals, truncations)
         self.pending = (obs, np.arange(self.num_envs), starts)
         _, bootstrap, _ = policy(obs, self.state, self.to_device(starts))
@@ -276,7 +283,9 @@ class Trainer:
             self.policy.obs_norm.update(observations.reshape(-1, self.policy.obs_dim))
         self.update_count += 1
         learn = time.perf_counter() - t0
-        elapsed = self.times["env"] + self.times["forward"] + learn
+        times = self.times
+        elapsed = times["rollout"] + learn
+        overhead = max(times["rollout"] - times["env"] - times["forward"], 0.0)
         return {
             "global_step": float(self.global_step),
             "update": float(self.update_count),
@@ -284,8 +293,9 @@ class Trainer:
             "learning_rate": lr,
             **{f"losses/{k}": v for k, v in losses.items()},
             "losses/explained_variance": explained,
-            "time/env": self.times["env"],
-            "time/forward": self.times["forward"],
+            "time/env": times["env"],
+            "time/forward": times["forward"],
+            "time/overhead": overhead,
             "time/learn": learn,
             **self.episodes.means(),
         }
@@ -309,8 +319,9 @@ class Trainer:
         """``update_epochs`` passes of minibatches (until the KL early stop); mean loss stats."""
         totals, count = torch.zeros(len(LOSS_KEYS), device=self.device), 0
         traces = rewards if self.config.refresh_advantages else None
+        packed, recurrent = self.buffer.pack(advantages, returns), self.policy.is_recurrent
         for idx, weights in self._minibatch_indices(advantages):
-            mb = self.buffer.minibatch(idx, advantages, returns, mask, traces)
+            mb = self.buffer.minibatch(idx, packed, mask, traces, recurrent=recurrent)
             stats = self._train_minibatch(mb, weights)
             if stats is None:
                 break
@@ -389,7 +400,7 @@ class Trainer:
         )
 
     def _check_finite(self, out: L.PPOLoss) -> None:
-        if not torch.isfinite(out.loss):
+        if not math.isfinite(out.loss.item()):  # on CUDA a sync per minibatch
             raise NonFiniteLossError(
                 f"PPO loss is {out.loss.item()} at update {self.update_count + 1} (global_step "
                 f"{self.global_step}): policy_loss={out.pg_loss.item()}, value_loss="
