@@ -179,7 +179,9 @@ def run(
     started = time.time()
     summary: dict[str, Any] = {"status": "starting", "env": _label(cfg), "run_dir": str(run_dir)}
     summary.update(pid=os.getpid(), host=socket.gethostname())  # puffer runs: alive or crashed
-    if not resuming and writer:  # `started` says which run is newest (puffer eval <env>), resumed or not
+    if (
+        not resuming and writer
+    ):  # `started` says which run is newest (puffer eval <env>), resumed or not
         summary["started"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / SUMMARY, summary)
