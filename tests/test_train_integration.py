@@ -382,11 +382,11 @@ class _StopAfter:
         pass
 
 
-def test_a_sink_raising_stoprun_ends_the_run_with_its_status(tmp_path, caplog):
+def test_a_sink_raising_stoprun_ends_the_run_with_its_status(tmp_path, caplog, helpers):
     from puffer import train
     from puffer.config import compose
 
-    cfg = compose([*TINY_OVERRIDES, "logger=none", "dashboard=off", "checkpoint.interval=100"])
+    cfg = compose([*helpers.TINY, "logger=none", "dashboard=off", "checkpoint.interval=100"])
     sink = _StopAfter(3)
     with caplog.at_level("INFO", logger="puffer"):
         summary = train.run(cfg, tmp_path / "run", sinks=(sink,))
@@ -400,16 +400,6 @@ def test_a_sink_raising_stoprun_ends_the_run_with_its_status(tmp_path, caplog):
     )  # checkpointed where it stopped
     assert len(read_jsonl(tmp_path / "run" / "metrics.jsonl")) == 3
     assert "solved: stopped after 3 updates" in caplog.text
-
-
-TINY_OVERRIDES = [
-    "ppo.total_timesteps=2048",
-    "vector.num_envs=8",
-    "ppo.horizon=32",
-    "ppo.num_minibatches=2",
-    "ppo.update_epochs=1",
-    "torch_threads=1",
-]
 
 
 TAGENV = """
