@@ -183,5 +183,5 @@ def test_wheel_ships_the_configs_and_runs_from_an_installed_copy(tmp_path, helpe
         text=True,
         timeout=60,
     )
-    assert helped.returncode == 0 and "env: bandit, cartpole" in helped.stdout
+    assert helped.returncode == 0 and "env: atari, bandit, cartpole" in helped.stdout
     assert os.environ.get("PYTHONPATH") != str(site)
