@@ -207,8 +207,20 @@ def cleanrl_ppo(updates: int) -> float:
 # --- main ------------------------------------------------------------------------------------------
 
 
-def _median(fn: Callable[[], float], repeats: int) -> float:
-    return statistics.median(fn() for _ in range(repeats))
+def compare(title: str, cases: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Median rate of each case, the cases' repeats interleaved so that load changes hit them alike;
+    prints a table and the first case's ratio to the second."""
+    rates: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            rates[name].append(fn())
+    medians = {name: statistics.median(r) for name, r in rates.items()}
+    print(f"{title} (median of {repeats}):")
+    for name, rate in medians.items():
+        print(f"  {name:28s} {rate:10,.0f}")
+    first, second = list(medians)[:2]
+    print(f"  {first} / {second}: {medians[first] / medians[second]:.2f}x")
+    return medians
 
 
 def main() -> None:
@@ -226,25 +238,15 @@ def main() -> None:
             "gymnasium AsyncVectorEnv": lambda: gym_env_sps(gymnasium.vector.AsyncVectorEnv, steps),
             "gymnasium SyncVectorEnv": lambda: gym_env_sps(gymnasium.vector.SyncVectorEnv, steps),
         }
-        env = {name: _median(fn, repeats) for name, fn in cases.items()}
-        results["env_steps_per_s"] = env
-        print(f"env steps/s, {NUM_ENVS} {GAME} envs (median of {repeats}):")
-        for name, sps in env.items():
-            print(f"  {name:28s} {sps:10,.0f}")
-        ratio = env["puffer Multiprocessing(2)"] / env["gymnasium AsyncVectorEnv"]
-        print(f"  puffer / AsyncVectorEnv: {ratio:.2f}x")
+        title = f"env steps/s, {NUM_ENVS} {GAME} envs"
+        results["env_steps_per_s"] = compare(title, cases, repeats)
     if args.part in ("train", "all"):
         cases = {
             "puffer PPO (policy=cnn)": lambda: puffer_train_sps(updates),
             "CleanRL-style PPO": lambda: cleanrl_ppo(updates),
         }
-        train = {name: _median(fn, repeats) for name, fn in cases.items()}
-        results["training_sps"] = train
-        print(f"training SPS, horizon {HORIZON}, {MINIBATCHES} minibatches, {EPOCHS} epochs:")
-        for name, sps in train.items():
-            print(f"  {name:28s} {sps:10,.0f}")
-        ratio = train["puffer PPO (policy=cnn)"] / train["CleanRL-style PPO"]
-        print(f"  puffer / CleanRL-style: {ratio:.2f}x")
+        title = f"training SPS, horizon {HORIZON}, {MINIBATCHES} minibatches, {EPOCHS} epochs"
+        results["training_sps"] = compare(title, cases, repeats)
     print(json.dumps(results))
 
 

@@ -22,13 +22,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _runs import steady_sps, train
+
 CONFIG = [
     "env=cartpole",
     "policy.hidden_sizes=[256,256]",
@@ -49,25 +47,19 @@ CASES = {
 
 
 def run_case(overrides: list[str], steps: int, out: Path) -> dict[str, float]:
-    """One training run; its median update SPS (updates 3+) and wall seconds."""
+    """One training run; its update SPS from the end of update 2 on, and wall seconds."""
     args = [*CONFIG, *overrides, f"ppo.total_timesteps={steps}", f"hydra.run.dir={out}"]
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "puffer.train", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    wall = time.perf_counter() - t0
+    proc, wall = train(args)
     if proc.returncode != 0:
         raise SystemExit(f"run failed ({' '.join(overrides)}):\n{proc.stderr[-3000:]}")
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    if len(rows) < 4:
+    sps = steady_sps(out, skip=2)
+    if sps is None:
         raise SystemExit(f"too few updates to time in {out}: raise the step budget")
-    first, last = rows[1], rows[-1]  # from the end of update 2: start-up excluded
-    sps = (last["global_step"] - first["global_step"]) / (last["time"] - first["time"])
-    return {"sps": sps, "wall": wall, "updates": len(rows)}
+    return {
+        "sps": sps,
+        "wall": wall,
+        "updates": len((out / "metrics.jsonl").read_text().splitlines()),
+    }
 
 
 def main() -> None:

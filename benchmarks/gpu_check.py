@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from _runs import steady_sps, train
 
-ROOT = Path(__file__).resolve().parent.parent
 BASE = [
     "env=cartpole",
     "policy.hidden_sizes=[256,256]",
@@ -57,43 +55,21 @@ class Check:
     notes: list[str] = field(default_factory=list)
 
 
-def train(overrides: list[str]) -> tuple[subprocess.CompletedProcess[str], float]:
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "puffer.train", *overrides],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    return proc, time.perf_counter() - t0
-
-
-def rate(run_dir: Path) -> float | None:
-    """Env steps per second from the end of the first update to the last (None: too short)."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines]
-    if len(rows) < 3:
-        return None
-    first, last = rows[0], rows[-1]
-    return (last["global_step"] - first["global_step"]) / max(last["time"] - first["time"], 1e-9)
-
-
 def run_check(check: Check, steps: int, run_dir: Path) -> None:
     overrides = [*BASE, *check.overrides, f"ppo.total_timesteps={steps}"]
-    proc, check.wall = train([*overrides, f"hydra.run.dir={run_dir}"])
+    proc, check.wall = train([*overrides, f"hydra.run.dir={run_dir}"], timeout=600)
     if proc.returncode != 0:
         check.status = "FAILED"
         check.notes.append(f"exit {proc.returncode}: {proc.stderr.strip()[-400:]}")
         return
-    check.status, check.sps = "ok", rate(run_dir)
+    check.status, check.sps = "ok", steady_sps(run_dir)
 
 
 def resume_on_cpu(check: Check, source: Path, steps: int) -> None:
     """Continue ``source`` (trained on CUDA) on the CPU for ``steps`` more steps."""
     before = json.loads((source / "summary.json").read_text())["global_step"]
     overrides = [f"resume={source}", "device=cpu", "dist.nproc=1"]
-    proc, check.wall = train([*overrides, f"ppo.total_timesteps={before + steps}"])
+    proc, check.wall = train([*overrides, f"ppo.total_timesteps={before + steps}"], timeout=600)
     if proc.returncode != 0:
         check.status = "FAILED"
         check.notes.append(f"exit {proc.returncode}: {proc.stderr.strip()[-400:]}")

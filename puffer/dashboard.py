@@ -125,7 +125,8 @@ class _Progress:
 
 
 class PlainDashboard:
-    """One line per ``interval`` seconds (and the first and last update), for logs and CI."""
+    """One line per ``interval`` seconds (and the first and last update), for logs and CI; an
+    update left unprinted when the run stops early is printed by ``close``."""
 
     def __init__(self, info: RunInfo, console: Console | None = None, interval: float = 5.0):
         self.console = console or Console(highlight=False)
@@ -138,7 +139,8 @@ class PlainDashboard:
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         self.progress.update(metrics, step)
         now = time.perf_counter()
-        if now - self._last_print >= self.interval:
+        last = step >= self.progress.info.total_timesteps  # printed before the run's "done:" line
+        if last or now - self._last_print >= self.interval:
             self._print()
         else:
             self._pending = True

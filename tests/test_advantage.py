@@ -7,12 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from puffer.envs.base import NativeVecEnv
-from puffer.policy import MLP
 from puffer.ppo.advantage import compute_gae, compute_puff_advantage, compute_vtrace
-from puffer.ppo.config import PPOConfig
-from puffer.ppo.trainer import Trainer
-from puffer.spaces import Box, Discrete
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -140,52 +135,6 @@ def test_vtrace_by_hand_with_clipping():
     assert pg.tolist()[0] == pytest.approx(
         [1.0 * (1.0 + gamma * vs1 - 0.5), 0.5 * (2.0 + gamma * 3.0 - 1.5)], rel=1e-6
     )
-
-
-class Forever(NativeVecEnv):
-    """Never terminates; truncated every ``limit`` steps; reward 1; the observation never changes."""
-
-    def __init__(self, num_envs: int = 1, limit: int = 5, seed: int | None = None, **kw):
-        super().__init__(Box.uniform([1], 0.0, 1.0), Discrete(2), num_envs, seed=seed)
-        self.limit = limit
-        self.steps = np.zeros(self.num_envs, np.int64)
-
-    def _reset_rows(self, rows):
-        self.steps[rows] = 0
-        self.observations[rows, 0] = 0.5
-
-    def _simulate(self):
-        self.steps += 1
-        self.rewards[:] = 1.0
-        self.terminals[:] = False
-        np.greater_equal(self.steps, self.limit, out=self.truncations)
-
-
-def test_infinite_horizon_value():
-    """Truncation bootstraps from the final observation, so V(s0) -> 1 / (1 - gamma) although no
-    episode lasts more than 5 steps (treating truncation as termination would give ~4.1)."""
-    gamma = 0.8
-    env = Forever(num_envs=32, limit=5, seed=0)
-    policy = MLP(env.single_observation_space, env.single_action_space, [32, 32])
-    config = PPOConfig(
-        total_timesteps=32 * 7 * 150,
-        horizon=7,  # segment ends fall mid-episode too
-        num_minibatches=1,
-        update_epochs=4,
-        learning_rate=1e-2,
-        lr_schedule="constant",
-        gamma=gamma,
-        gae_lambda=0.95,
-        clip_vloss=False,
-        vf_coef=1.0,
-    )
-    trainer = Trainer(config, env, policy, device="cpu", seed=0)
-    while not trainer.done:
-        trainer.rollout()
-        trainer.update()
-    with torch.no_grad():
-        _, value, _ = policy(torch.tensor([[0.5]]))
-    assert value.item() == pytest.approx(1 / (1 - gamma), rel=0.05)
 
 
 @pytest.mark.parametrize("rho_bar,c_bar", [(2.0, 0.5), (0.6, 1.4)])

@@ -143,3 +143,17 @@ def test_sweep_jobs_print_plain_lines_even_on_a_terminal(helpers, tmp_path):
     )
     assert "time per update" not in screen  # no live panel per job
     assert screen.count("step 512/512") == 2, screen
+
+
+def test_plain_prints_the_last_update_when_it_happens_not_at_close():
+    """The final progress line comes before the run's ``done:`` line, however recent the last."""
+    buf = io.StringIO()
+    dash = PlainDashboard(INFO, Console(file=buf, width=200), interval=3600.0)
+    dash.log({**METRICS, "global_step": 2048}, 2048)  # the first update: printed
+    dash.log({**METRICS, "global_step": 4096}, 4096)  # within the interval: held back
+    assert "step 4,096/" not in buf.getvalue()
+    dash.log({**METRICS, "global_step": 10_000}, 10_000)  # the budget is spent: printed now
+    printed = buf.getvalue()
+    assert "step 10,000/" in printed
+    dash.close()
+    assert buf.getvalue() == printed  # nothing left for close to add

@@ -18,7 +18,7 @@ the pages:
 - Budgets shrink without touching what the reader sees (``shrink``): each ``python -m
   puffer.train``, ``puffer train`` and ``make train`` command gets ``ppo.total_timesteps=4096``
   appended (also ``-m puffer.train`` under another launcher, e.g. torchrun), or has the budget it
-  sets divided by 100 (at least 2048); ``hydra.sweeper.n_trials`` is capped at 2 (set to 2 for
+  sets divided by 100 (between 2048 and 8192); ``hydra.sweeper.n_trials`` is capped at 2 (set to 2 for
   a ``hydra/sweeper=`` command that leaves it at its default).
 - Placeholders are filled in (``resolve``): ``outputs/<env>/<date>_<time>`` (with or without
   ``_<us>``) becomes the run of ``<env>`` that started last, ``<run dir>`` the run of any env that
@@ -54,7 +54,7 @@ RUN_PLACEHOLDER = re.compile(r"outputs/([^/\s'\"]+)/<date>_<time>(?:_<us>)?")
 SWEEP_PLACEHOLDER = re.compile(r"multirun_sweeps/<date>_<time>(?:_<us>)?")
 ANY_RUN_PLACEHOLDER = "<run dir>"
 STEP_PLACEHOLDER = "model_<step>.pt"
-TEST_BUDGET, BUDGET_DIVISOR, MIN_BUDGET, MAX_TRIALS = 4096, 100, 2048, 2
+TEST_BUDGET, BUDGET_DIVISOR, MIN_BUDGET, MAX_BUDGET, MAX_TRIALS = 4096, 100, 2048, 8192, 2
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,8 @@ def shrink(command: str) -> str:
         command += f" hydra.sweeper.n_trials={MAX_TRIALS}"
     if BUDGET.search(command):
         return BUDGET.sub(
-            lambda m: f"{m[1]}{max(int(m[2]) // BUDGET_DIVISOR, MIN_BUDGET)}", command
+            lambda m: f"{m[1]}{min(max(int(m[2]) // BUDGET_DIVISOR, MIN_BUDGET), MAX_BUDGET)}",
+            command,
         )
     extra = f"ppo.total_timesteps={TEST_BUDGET}"
     if command.startswith("make train"):
@@ -394,6 +395,10 @@ def test_every_page_parses_and_every_skip_says_why():
         (
             "python -m puffer.train ppo.total_timesteps=800000",
             "python -m puffer.train ppo.total_timesteps=8000",
+        ),
+        (
+            "python -m puffer.train env=atari ppo.total_timesteps=2000000",
+            "python -m puffer.train env=atari ppo.total_timesteps=8192",
         ),
         ("make train", "make train ARGS='ppo.total_timesteps=4096'"),
         (

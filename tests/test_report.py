@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,21 +40,12 @@ def sweep(tmp_path_factory, helpers) -> Path:
     return _SWEEP["dir"]
 
 
-def _puffer(*args: str, cwd: Path, helpers) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "puffer", *args],
-        cwd=cwd,
-        env=helpers.clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.fixture
 def made(sweep, helpers, tmp_path) -> tuple[Path, dict]:
     out = tmp_path / "rep"
-    proc = _puffer("report", str(sweep), "--out", str(out), cwd=tmp_path, helpers=helpers)
+    proc = helpers.run_module(
+        "puffer", "report", str(sweep), "--out", str(out), cwd=tmp_path, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert "IQM" in proc.stdout and "report.html" in proc.stdout
     return out, json.loads((out / "report.json").read_text())
@@ -230,7 +220,7 @@ def test_optuna_study_in_the_sweep_dir_is_plotted(sweep, tmp_path, helpers):
         ),
         n_trials=12,
     )
-    proc = _puffer("report", str(copy), cwd=tmp_path, helpers=helpers)
+    proc = helpers.run_module("puffer", "report", str(copy), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     stats = json.loads((copy / "report" / "report.json").read_text())
     assert stats["optuna_plots"] == [
@@ -243,10 +233,10 @@ def test_optuna_study_in_the_sweep_dir_is_plotted(sweep, tmp_path, helpers):
 
 
 def test_bad_paths_are_named(tmp_path, helpers):
-    proc = _puffer("report", "no/such/dir", cwd=tmp_path, helpers=helpers)
+    proc = helpers.run_module("puffer", "report", "no/such/dir", cwd=tmp_path, timeout=300)
     assert proc.returncode == 2 and "no/such/dir" in proc.stderr
     (tmp_path / "empty").mkdir()
-    proc = _puffer("report", "empty", cwd=tmp_path, helpers=helpers)
+    proc = helpers.run_module("puffer", "report", "empty", cwd=tmp_path, timeout=300)
     assert proc.returncode == 1 and "no run under empty" in proc.stderr
 
 

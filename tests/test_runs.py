@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,17 +17,6 @@ BOOM = """
 def boom(**kwargs):
     raise RuntimeError("boom: this env cannot be built")
 """
-
-
-def _puffer(cwd: Path, *args: str, helpers) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "puffer", *args],
-        cwd=cwd,
-        env=helpers.clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def _wait_for_new_run(parent: Path, seen: set[Path], proc: subprocess.Popen) -> Path:
@@ -117,29 +105,29 @@ def test_statuses_of_real_runs(run_dirs):
 
 def test_cli_json_filters_and_sorts(run_dirs, helpers):
     base = run_dirs["base"]
-    out = _puffer(base, "runs", "--json", helpers=helpers)
+    out = helpers.run_module("puffer", "runs", "--json", cwd=base)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)  # outputs/ and multirun_sweeps/ by default
     assert len(rows) == 4
     starts = [r["start_time"] for r in rows]
     assert starts == sorted(starts, reverse=True)  # newest first
-    out = _puffer(base, "runs", "outputs", "--env", "bandit", "--json", helpers=helpers)
+    out = helpers.run_module("puffer", "runs", "outputs", "--env", "bandit", "--json", cwd=base)
     assert [r["status"] for r in json.loads(out.stdout)] == ["completed"]
-    out = _puffer(base, "runs", "--status", "interrupted", "--json", helpers=helpers)
+    out = helpers.run_module("puffer", "runs", "--status", "interrupted", "--json", cwd=base)
     assert [(base / r["run"]).resolve() for r in json.loads(out.stdout)] == [
         run_dirs["interrupted"].resolve()
     ]
-    out = _puffer(base, "runs", "--sort", "steps", "--json", helpers=helpers)
+    out = helpers.run_module("puffer", "runs", "--sort", "steps", "--json", cwd=base)
     steps = [r["steps"] for r in json.loads(out.stdout) if r["steps"] is not None]
     assert steps == sorted(steps, reverse=True) and len(steps) >= 3
 
 
 def test_cli_table_shows_every_run(run_dirs, helpers):
-    out = _puffer(run_dirs["base"], "runs", "outputs", helpers=helpers)
+    out = helpers.run_module("puffer", "runs", "outputs", cwd=run_dirs["base"])
     assert out.returncode == 0, out.stderr
     for word in ("completed", "failed", "interrupted", "bandit", "cartpole", "boom", "seed=3"):
         assert word in out.stdout, out.stdout
-    bad = _puffer(run_dirs["base"], "runs", "no/such/dir", helpers=helpers)
+    bad = helpers.run_module("puffer", "runs", "no/such/dir", cwd=run_dirs["base"])
     assert bad.returncode == 2 and "no/such/dir" in bad.stderr
 
 
