@@ -153,6 +153,9 @@ class ConfigError(ValueError):
     """A config that cannot run: the message names the bad key or value and how to fix it."""
 
 
+EXIT_CONFIG = 2  # the exit code of a config error (before anything runs)
+
+
 def _conf_dir() -> Path:
     packaged = Path(__file__).parent / "conf"
     return (
