@@ -15,10 +15,10 @@ from omegaconf import Container, DictConfig, OmegaConf
 
 from puffer import checkpoint as ckpt
 from puffer import dist
-from puffer.config import ConfigError, TrainConfig, env_label, import_creator
+from puffer.config import ConfigError, TrainConfig
+from puffer.envs.config import creator, env_label
 
 __all__ = [
-    "env_creator",
     "make_loggers",
     "make_policy",
     "make_trainer",
@@ -63,21 +63,6 @@ def reload(
     return cfg  # type: ignore[return-value]
 
 
-def env_creator(cfg: DictConfig, training: bool = True) -> tuple[Any, dict[str, Any]]:
-    """``(creator, env_kwargs)`` for ``puffer.vector.make``: a built-in name, an env family of
-    ``puffer.emulation`` (gymnasium, atari, mujoco, pettingzoo; ``training=False`` for evaluation)
-    or custom."""
-    from puffer import emulation
-
-    kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True)
-    assert isinstance(kwargs, dict)
-    if cfg.env.name in emulation.FAMILIES:
-        return emulation.creator(cfg.env, training=training)
-    if cfg.env.name == "custom":
-        return import_creator(cfg.env.creator), kwargs
-    return cfg.env.name, kwargs
-
-
 def make_vecenv(
     cfg: DictConfig,
     num_envs: int | None = None,
@@ -90,7 +75,7 @@ def make_vecenv(
     when the env rejects its settings."""
     from puffer import vector
 
-    creator, env_kwargs = env_creator(cfg, training)
+    env_creator, env_kwargs = creator(cfg.env, training)
     vec = cfg.vector
     backend = backend or vec.backend
     parallel = backend == "multiprocessing"
@@ -101,7 +86,7 @@ def make_vecenv(
     )
     try:
         return vector.make(
-            creator,
+            env_creator,
             num_envs=num_envs or vec.num_envs,
             backend=backend,
             num_workers=layout.get("num_workers", vec.num_workers) if parallel else None,

@@ -103,7 +103,7 @@ def evaluate(
     import numpy as np
     import torch
 
-    from puffer.ppo.trainer import resolve_device
+    from puffer.device import resolve_device
 
     path = Path(checkpoint)
     saved = ckpt.load(path)

@@ -33,7 +33,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from puffer import build, dist
 from puffer import checkpoint as ckpt
-from puffer.config import ConfigError, env_label
+from puffer.config import ConfigError
+from puffer.envs.config import env_label
 from puffer.evaluation import make_evaluator
 from puffer.loggers import Loggers, StopRun
 from puffer.runs import SUMMARY, final_metrics, hparams, read_summary, write_json

@@ -216,11 +216,28 @@ def test_cuda_request_without_cuda_is_refused():
     assert "CUDA is not available" in _error(["device=cuda"], validate_too=True)
 
 
-def test_missing_sweep_plugin_points_at_the_extra():
+@pytest.mark.parametrize(
+    "missing, provider",
+    [
+        ("hydra/sweeper/puffer_optuna", "hydra_plugins/puffer_optuna"),
+        ("hydra/launcher/joblib", "hydra-joblib-launcher"),
+    ],
+)
+def test_missing_sweep_plugin_points_at_the_extra(missing, provider):
     from hydra.errors import MissingConfigException
 
-    missing = MissingConfigException("", missing_cfg_file="hydra/sweeper/optuna", options=None)
-    assert "pip install -e '.[sweep]'" in config.explain(missing)
+    message = config.explain(MissingConfigException("", missing_cfg_file=missing, options=None))
+    assert provider in message and "pip install -e '.[sweep]'" in message
+    assert "hydra-optuna-sweeper" not in message  # puffer's own plugin replaced it
+
+
+def test_the_sweep_extra_options_are_the_ones_conf_asks_for():
+    """Every option FROM_SWEEP_EXTRA names is a default of a puffer sweeper/launcher preset."""
+    wanted = set()
+    for preset in (config.CONF_DIR / "hydra").glob("*/*.yaml"):
+        for entry in OmegaConf.load(preset).get("defaults", []):
+            wanted.add(f"hydra/{preset.parent.name}/{entry}")
+    assert set(config.FROM_SWEEP_EXTRA) <= wanted
 
 
 def test_compose_inside_a_running_app_keeps_its_state():
@@ -235,3 +252,18 @@ def test_compose_inside_a_running_app_keeps_its_state():
 def test_torch_threads_has_one_default():
     assert "torch_threads" not in OmegaConf.load(config.CONF_DIR / "config.yaml")
     assert compose([]).torch_threads == config.TrainConfig.torch_threads == 1
+
+
+def test_each_group_checks_its_own_settings_once():
+    """The vector and env groups validate in their owners, which the front end calls."""
+    from puffer.envs.config import EnvConfig
+    from puffer.vector import VectorConfig, make
+
+    with pytest.raises(ValueError) as owner:
+        VectorConfig(backend="multiprocessing", start_method="bogus").validate()
+    with pytest.raises(ValueError) as maker:
+        make("bandit", 2, backend="multiprocessing", start_method="bogus")
+    assert str(owner.value) == f"vector.{maker.value}."  # one check, two callers
+    with pytest.raises(ValueError, match="Did you mean 'cartpole'"):
+        EnvConfig(name="cartpol").validate()
+    VectorConfig(num_envs=4, num_workers=2).validate()  # a valid layout passes
