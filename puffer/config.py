@@ -195,6 +195,16 @@ def compose(
             Singleton.set_state(saved)
 
 
+def job_config(config: DictConfig) -> DictConfig:
+    """A Hydra callback's config without its ``hydra`` node: what the task will get."""
+    return OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+
+
+def exit_code(e: SystemExit, failed: int = 1) -> int:
+    """The exit code a ``SystemExit`` carries (``None``: 0; a message: ``failed``)."""
+    return e.code if isinstance(e.code, int) else (0 if e.code is None else failed)
+
+
 def _keys_at(path: str) -> list[str]:
     """The keys the schema (or, for ``env.kwargs``, the default env) allows under ``path``."""
     node: Any = OmegaConf.structured(TrainConfig)
@@ -242,8 +252,11 @@ def explain(exc: BaseException) -> str:
     """One paragraph for a Hydra/OmegaConf composition error, with the fix.
 
     Reads the exception types and their fields only (Hydra's ``MissingConfigException.options``,
-    ``OverrideParseException.override``, OmegaConf's ``full_key``/``value``), never their text.
+    ``OverrideParseException.override``, OmegaConf's ``full_key``/``value``), never their text; a
+    ``ConfigError`` is already that paragraph.
     """
+    if isinstance(exc, ConfigError):
+        return str(exc)
     chain: list[BaseException] = []
     e: BaseException | None = exc
     while e is not None and e not in chain:

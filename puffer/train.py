@@ -26,10 +26,19 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from puffer import build, dist, launch
-from puffer.config import CONF_DIR, EXIT_CONFIG, ConfigError, compose, explain, validate
+from puffer.config import (
+    CONF_DIR,
+    EXIT_CONFIG,
+    ConfigError,
+    compose,
+    exit_code,
+    explain,
+    job_config,
+    validate,
+)
 from puffer.run import TrainingInterrupted
 from puffer.runs import SweepSummary, write_sweep_summary
 
@@ -83,10 +92,6 @@ def _config_error(message: str) -> SystemExit:
     return SystemExit(EXIT_CONFIG)
 
 
-def _job(config: DictConfig) -> DictConfig:
-    return OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-
-
 def _check_dir(out: str) -> None:
     """Create the run/sweep directory now, so that a bad one fails as a config error."""
     try:
@@ -125,7 +130,7 @@ class Checks(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with _exit_on_error():
-            validate(effective_config(_job(config)))
+            validate(effective_config(job_config(config)))
             if config.resume is None:
                 _check_dir(config.hydra.run.dir)
 
@@ -148,7 +153,7 @@ def _exit_on_error() -> Iterator[None]:
     except Exception as e:
         if _FULL_ERROR:
             traceback.print_exc()
-        raise _config_error(str(e) if isinstance(e, ConfigError) else explain(e)) from None
+        raise _config_error(explain(e)) from None
 
 
 _app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_task)
@@ -166,7 +171,7 @@ def main() -> int:
     try:
         _app()
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_FAILED)
+        return exit_code(e, EXIT_FAILED)
     except Exception as e:
         if _FULL_ERROR:
             raise
