@@ -21,7 +21,7 @@ from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from puffer import dist
+from puffer import checks, dist
 from puffer.checkpoint import CheckpointDir
 from puffer.device import check_device
 from puffer.dist import DistConfig
@@ -317,10 +317,10 @@ def _require(ok: bool, message: str) -> None:
 
 def positive_int(key: str, value: Any, *, optional: bool = False) -> None:
     """``ConfigError`` unless ``value`` is an integer >= 1 (or None when ``optional``)."""
-    if optional and value is None:
-        return
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-    _require(ok, f"{key}={value!r}: must be a positive integer{' (or null)' if optional else ''}.")
+    try:
+        checks.positive_int(key, value, optional=optional)
+    except ValueError as e:
+        raise ConfigError(f"{e}.") from None
 
 
 def validate(cfg: DictConfig) -> None:

@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from puffer.checks import positive_int
 from puffer.seeding import rank_seed  # rank 0 keeps the seed; others: SeedSequence([seed, rank])
 
 __all__ = [
@@ -88,8 +89,7 @@ class DistConfig:
         ``num_envs`` is the global ``vector.num_envs``; ``world_size`` the ranks torchrun started
         (None when not under torchrun); ``device`` the run's ``device`` setting.
         """
-        if isinstance(self.nproc, bool) or not isinstance(self.nproc, int) or self.nproc < 1:
-            raise ValueError(f"dist.nproc={self.nproc!r} must be a positive integer (1 = no ranks)")
+        positive_int("dist.nproc", self.nproc)  # 1: no ranks
         if self.backend not in BACKENDS:
             raise ValueError(f"dist.backend={self.backend!r} must be one of {', '.join(BACKENDS)}")
         for key in ("timeout", "shutdown_timeout"):

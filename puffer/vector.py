@@ -35,6 +35,7 @@ import numpy as np
 
 from puffer import _worker
 from puffer._blocks import Recipe, as_one_agent, check_vec, merge_infos, step_in_place
+from puffer.checks import positive_int
 from puffer.env import _CLOSED, _READY, Buffers, EnvClosedError, Infos, PufferEnv, VecEnv
 from puffer.spaces import Space
 
@@ -105,12 +106,6 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}={value!r}: must be a positive integer")
-    return int(value)
 
 
 def check_worker_options(start_method: str | None, timeout: float) -> None:
@@ -221,11 +216,11 @@ def layout(
     naming the values to change when the rows do not split into whole workers and batches, or when
     ``parallel`` workers would outnumber the CPU cores without ``oversubscribe``.
     """
-    num_envs = _positive_int("num_envs", num_envs)
+    num_envs = positive_int("num_envs", num_envs)
     if num_workers is not None:
-        num_workers = _positive_int("num_workers", num_workers)
+        num_workers = positive_int("num_workers", num_workers)
     if batch_size is not None:
-        batch_size = _positive_int("batch_size", batch_size)
+        batch_size = positive_int("batch_size", batch_size)
     k = rows_per_env
     if num_envs % k:
         up = k * (num_envs // k + 1)
@@ -276,7 +271,7 @@ def _plan(
     oversubscribe: bool = False,
 ) -> _Plan:
     """Check the configuration and probe the creator; raises before any worker starts."""
-    num_envs = _positive_int("num_envs", num_envs)
+    num_envs = positive_int("num_envs", num_envs)
     if not _is_seed(seed):
         raise ValueError(f"seed={seed!r}: must be a non-negative integer")
     if env_kwargs is None:

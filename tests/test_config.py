@@ -267,3 +267,27 @@ def test_each_group_checks_its_own_settings_once():
     with pytest.raises(ValueError, match="Did you mean 'cartpole'"):
         EnvConfig(name="cartpol").validate()
     VectorConfig(num_envs=4, num_workers=2).validate()  # a valid layout passes
+
+
+def test_one_integer_check_for_every_owner():
+    import puffer.envs
+    import puffer.policy
+    from puffer import checks, dist, vector
+    from puffer.ppo import PPOConfig, Trainer
+
+    vecenv = puffer.envs.make("bandit", 8)
+    policy = puffer.policy.make(puffer.policy.PolicyConfig(), vecenv)
+
+    assert checks.positive_int("n", 1e6) == 1_000_000  # whole floats (YAML's 1e6) pass
+    for bad in (0, -1, True, "3", 2.5, float("nan"), None):
+        with pytest.raises(ValueError, match=r"n=.*: must be a positive integer$"):
+            checks.positive_int("n", bad)
+    failures = {
+        "ppo.horizon=0": lambda: PPOConfig(horizon=0).validate(8),
+        "dist.nproc=0": lambda: dist.DistConfig(nproc=0).validate(8),
+        "num_envs=0": lambda: vector.layout(0, parallel=False),
+        "torch_threads=0": lambda: Trainer(PPOConfig(), vecenv, policy, torch_threads=0),
+    }
+    for prefix, fail in failures.items():
+        with pytest.raises(ValueError, match=rf"^{prefix}: must be a positive integer"):
+            fail()

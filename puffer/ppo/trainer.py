@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from puffer import dist
+from puffer.checks import positive_int
 from puffer.device import resolve_device
 from puffer.env import VecEnv
 from puffer.policy import Policy, State
@@ -66,9 +67,7 @@ class Trainer:
         torch_threads: int | None = None,
     ):
         config.validate(vecenv.num_envs)
-        if torch_threads is not None:
-            if torch_threads < 1:
-                raise ValueError(f"torch_threads={torch_threads!r} must be a positive int or None")
+        if positive_int("torch_threads", torch_threads, optional=True) is not None:
             torch.set_num_threads(int(torch_threads))
         self.config, self.vecenv, self.seed = config, vecenv, int(seed)
         self.device = resolve_device(device)
