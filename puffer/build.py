@@ -195,7 +195,6 @@ def make_loggers(
 ) -> Any:
     """metrics.jsonl, the run log's progress lines, the sinks ``cfg.logger`` enables, ``sinks``
     and the dashboard, as one ``Loggers``."""
-    from puffer.dashboard import RunInfo, make_dashboard
     from puffer.loggers import Loggers, LogProgress, MetricsJsonl, TensorBoard, Wandb
 
     label = env_label(cfg.env.name, cfg.env.id, cfg.env.creator)
@@ -216,21 +215,28 @@ def make_loggers(
             )  # fmt: skip
         for sink in sinks:
             loggers.add(sink)
-        info = RunInfo(
-            env=label,
-            total_timesteps=cfg.ppo.total_timesteps,
-            params=sum(p.numel() for p in trainer.policy.parameters()),
-            policy=cfg.policy.name,
-            device=str(trainer.device),
-            backend=cfg.vector.backend,
-            num_envs=cfg.vector.num_envs,
-            run_dir=str(run_dir),
-            start_step=int(trainer.global_step),
-        )
-        dashboard = make_dashboard(cfg.dashboard, info, console)
+        dashboard = _dashboard(cfg, run_dir, trainer, console)
         if dashboard is not None:
             loggers.add(dashboard)
     except BaseException:
         loggers.close()
         raise
     return loggers
+
+
+def _dashboard(cfg: DictConfig, run_dir: Path, trainer: Any, console: Any) -> Any:
+    """The live terminal dashboard ``cfg.dashboard`` asks for (None when off)."""
+    from puffer.dashboard import RunInfo, make_dashboard
+
+    info = RunInfo(
+        env=env_label(cfg.env.name, cfg.env.id, cfg.env.creator),
+        total_timesteps=cfg.ppo.total_timesteps,
+        params=sum(p.numel() for p in trainer.policy.parameters()),
+        policy=cfg.policy.name,
+        device=str(trainer.device),
+        backend=cfg.vector.backend,
+        num_envs=cfg.vector.num_envs,
+        run_dir=str(run_dir),
+        start_step=int(trainer.global_step),
+    )
+    return make_dashboard(cfg.dashboard, info, console)

@@ -6,8 +6,9 @@
 
 A Hydra app over ``conf/config.yaml``: Hydra parses the command line, expands sweeps and makes the
 run and sweep directories. The ``Checks`` callback validates every job's config before any env,
-worker or directory exists (exit 2, one paragraph). The task returns the objective (the final
-mean episode return) for sweepers.
+worker or directory exists (exit 2, one paragraph). The task hands the config to
+``puffer.launch.run_job``, which runs the run lifecycle (``puffer.run.run``) here or in the ranks
+of a distributed run, and returns the objective (the final mean episode return) for sweepers.
 """
 
 from __future__ import annotations
