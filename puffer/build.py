@@ -15,10 +15,10 @@ from omegaconf import Container, DictConfig, OmegaConf
 
 from puffer import checkpoint as ckpt
 from puffer import dist
-from puffer.config import ConfigError, TrainConfig, env_label, import_creator
+from puffer.config import ConfigError, TrainConfig
+from puffer.envs.config import creator, env_label
 
 __all__ = [
-    "env_creator",
     "make_loggers",
     "make_policy",
     "make_trainer",
@@ -63,21 +63,6 @@ def reload(
     return cfg  # type: ignore[return-value]
 
 
-def env_creator(cfg: DictConfig, training: bool = True) -> tuple[Any, dict[str, Any]]:
-    """``(creator, env_kwargs)`` for ``puffer.vector.make``: a built-in name, an env family of
-    ``puffer.emulation`` (gymnasium, atari, mujoco, pettingzoo; ``training=False`` for evaluation)
-    or custom."""
-    from puffer import emulation
-
-    kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True)
-    assert isinstance(kwargs, dict)
-    if cfg.env.name in emulation.FAMILIES:
-        return emulation.creator(cfg.env, training=training)
-    if cfg.env.name == "custom":
-        return import_creator(cfg.env.creator), kwargs
-    return cfg.env.name, kwargs
-
-
 def make_vecenv(
     cfg: DictConfig,
     num_envs: int | None = None,
@@ -90,7 +75,7 @@ def make_vecenv(
     when the env rejects its settings."""
     from puffer import vector
 
-    creator, env_kwargs = env_creator(cfg, training)
+    env_creator, env_kwargs = creator(cfg.env, training)
     vec = cfg.vector
     backend = backend or vec.backend
     parallel = backend == "multiprocessing"
@@ -101,7 +86,7 @@ def make_vecenv(
     )
     try:
         return vector.make(
-            creator,
+            env_creator,
             num_envs=num_envs or vec.num_envs,
             backend=backend,
             num_workers=layout.get("num_workers", vec.num_workers) if parallel else None,
@@ -210,7 +195,6 @@ def make_loggers(
 ) -> Any:
     """metrics.jsonl, the run log's progress lines, the sinks ``cfg.logger`` enables, ``sinks``
     and the dashboard, as one ``Loggers``."""
-    from puffer.dashboard import RunInfo, make_dashboard
     from puffer.loggers import Loggers, LogProgress, MetricsJsonl, TensorBoard, Wandb
 
     label = env_label(cfg.env.name, cfg.env.id, cfg.env.creator)
@@ -231,21 +215,28 @@ def make_loggers(
             )  # fmt: skip
         for sink in sinks:
             loggers.add(sink)
-        info = RunInfo(
-            env=label,
-            total_timesteps=cfg.ppo.total_timesteps,
-            params=sum(p.numel() for p in trainer.policy.parameters()),
-            policy=cfg.policy.name,
-            device=str(trainer.device),
-            backend=cfg.vector.backend,
-            num_envs=cfg.vector.num_envs,
-            run_dir=str(run_dir),
-            start_step=int(trainer.global_step),
-        )
-        dashboard = make_dashboard(cfg.dashboard, info, console)
+        dashboard = _dashboard(cfg, run_dir, trainer, console)
         if dashboard is not None:
             loggers.add(dashboard)
     except BaseException:
         loggers.close()
         raise
     return loggers
+
+
+def _dashboard(cfg: DictConfig, run_dir: Path, trainer: Any, console: Any) -> Any:
+    """The live terminal dashboard ``cfg.dashboard`` asks for (None when off)."""
+    from puffer.dashboard import RunInfo, make_dashboard
+
+    info = RunInfo(
+        env=env_label(cfg.env.name, cfg.env.id, cfg.env.creator),
+        total_timesteps=cfg.ppo.total_timesteps,
+        params=sum(p.numel() for p in trainer.policy.parameters()),
+        policy=cfg.policy.name,
+        device=str(trainer.device),
+        backend=cfg.vector.backend,
+        num_envs=cfg.vector.num_envs,
+        run_dir=str(run_dir),
+        start_step=int(trainer.global_step),
+    )
+    return make_dashboard(cfg.dashboard, info, console)

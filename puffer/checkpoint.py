@@ -8,7 +8,8 @@ A checkpoint is a dict written with ``torch.save`` and read with ``weights_only=
               "policy_class", "puffer_version", "torch_version", optionally "config": {...}}}
 
 ``Trainer.save(path, meta=...)`` writes one, ``Trainer.load(path)`` resumes from one,
-``load(path)`` reads one (and upgrades the two formats puffer wrote before version 1), and
+``load(path)`` reads one (and upgrades the two formats puffer wrote before version 1, and the
+parameter names of the MLP/LSTM policies before the policy package), and
 ``policy_state(ckpt)`` gives the policy's ``state_dict`` for eval and export.
 
 Only tensors, numpy arrays and scalars of numeric/bool dtypes and plain Python values are
@@ -169,6 +170,8 @@ def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, A
     trainer = obj.get("trainer")
     if not isinstance(trainer, dict) or not isinstance(trainer.get("policy"), dict):
         raise CheckpointError(f"checkpoint {path} has no trainer/policy entry")
+    if trainer.get("policy_class") in ("MLP", "LSTM"):  # puffer's own: older names upgraded
+        trainer["policy"] = _upgrade_policy_names(trainer["policy"])
     obj.setdefault("meta", {})
     return obj
 
@@ -218,6 +221,26 @@ def _upgrade_adam(state: dict[str, Any]) -> dict[str, Any]:
         for i, (m, v) in enumerate(zip(state["exp_avgs"], state["exp_avg_sqs"]))
     }
     return {"state": per_param if state["steps"] else {}, "param_groups": [group]}
+
+
+# Before the policy package (encoders, cores, heads), puffer's MLP and LSTM policies held the MLP
+# trunk as an nn.Sequential named ``encoder`` and the LSTM cell as ``cell``; since then they are
+# ``encoder.net`` and ``core.cell``. Shapes, parameter order (so Adam's state) and formulas are
+# unchanged (tests/test_checkpoint.py plays a checkpoint the old code wrote).
+_POLICY_RENAMES = (
+    (re.compile(r"^encoder\.(\d+)\."), r"encoder.net.\1."),
+    (re.compile(r"^cell\."), "core.cell."),
+)
+
+
+def _upgrade_policy_names(state: dict[str, Any]) -> dict[str, Any]:
+    """An old MLP/LSTM policy ``state_dict`` under today's parameter names (order kept)."""
+    renamed = {}
+    for key, value in state.items():
+        for old, new in _POLICY_RENAMES:
+            key = old.sub(new, key)
+        renamed[key] = value
+    return renamed
 
 
 class CheckpointDir:

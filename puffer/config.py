@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import os
-import re
-import sys
 import typing
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
@@ -24,13 +21,16 @@ from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from puffer import dist
+from puffer import checks, dist
 from puffer.checkpoint import CheckpointDir
+from puffer.device import check_device
 from puffer.dist import DistConfig
+from puffer.envs.config import EnvConfig, env_label
 from puffer.evaluation import PeriodicEvalConfig
 from puffer.policy import PolicyConfig
 from puffer.ppo.config import PPOConfig
 from puffer.pruning import SweepConfig
+from puffer.vector import VectorConfig
 
 __all__ = [
     "CONF_DIR",
@@ -46,43 +46,13 @@ __all__ = [
     "env_label",
     "explain",
     "group_options",
-    "import_creator",
     "positive_int",
     "register",
     "validate",
 ]
 
-BACKENDS = ("serial", "multiprocessing")
 DASHBOARDS = ("auto", "rich", "plain", "off")
 WANDB_MODES = ("online", "offline", "disabled")
-
-
-@dataclass
-class EnvConfig:
-    """The env: a built-in name (``puffer list``), ``gymnasium`` with a gymnasium ``id``, or
-    ``custom`` with a ``creator`` (``"module:callable"`` returning a PufferEnv, gymnasium Env or
-    VecEnv)."""
-
-    name: str = "cartpole"
-    id: str | None = None  # gymnasium only, e.g. "Acrobot-v1"
-    creator: str | None = None  # custom only, e.g. "my_envs:Corridor"
-    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the env's constructor
-    # gymnasium/atari/mujoco: gymnasium wrappers [{_target_: pkg.Class, **kwargs}], first innermost
-    wrappers: list[Any] = field(default_factory=list)
-
-
-@dataclass
-class VectorConfig:
-    """How env rows are stepped: ``num_envs`` rows, in this process or in worker processes."""
-
-    backend: str = "serial"  # "serial" | "multiprocessing"
-    num_envs: int = 8
-    num_workers: int | None = None  # multiprocessing: worker processes (None = CPU cores)
-    batch_size: int | None = None  # rows per asynchronous batch (None = all rows)
-    # multiprocessing only:
-    oversubscribe: bool = False  # allow more workers than CPU cores
-    timeout: float = 60.0  # seconds a worker may take to answer before TimeoutError
-    start_method: str | None = None  # fork | spawn | forkserver (None: fork on Linux)
 
 
 @dataclass
@@ -153,6 +123,9 @@ class ConfigError(ValueError):
     """A config that cannot run: the message names the bad key or value and how to fix it."""
 
 
+EXIT_CONFIG = 2  # the exit code of a config error (before anything runs)
+
+
 def _conf_dir() -> Path:
     packaged = Path(__file__).parent / "conf"
     return (
@@ -161,43 +134,6 @@ def _conf_dir() -> Path:
 
 
 CONF_DIR = _conf_dir()
-
-
-def env_label(name: str, env_id: str | None = None, creator: str | None = None) -> str:
-    """The run directory's env part: the gymnasium id (without a ``module:`` prefix, ``/`` as
-    ``-``: ``ale_py:ALE/Pong-v5`` -> ``ALE-Pong-v5``), the custom creator's name, or the name."""
-    if env_id:
-        return str(env_id).rpartition(":")[2].replace("/", "-")
-    if creator:
-        return str(creator).replace(":", ".").rsplit(".", 1)[-1]
-    return str(name)
-
-
-def import_creator(spec: str) -> Any:
-    """The callable ``"package.module:attribute"`` names; ``ConfigError`` with the fix if not."""
-    import importlib
-
-    module_name, _, attr = str(spec).partition(":")
-    if not module_name or not attr:
-        raise ConfigError(
-            f"env.creator={spec!r}: use 'module:callable', e.g. env.creator=my_envs:Corridor"
-        )
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())  # as `python -m` does: modules next to where you run it
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(
-            f"env.creator={spec}: cannot import {module_name!r} ({e}); make it importable "
-            "(run from its directory or add it to PYTHONPATH)"
-        ) from e
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        names = [n for n in dir(module) if not n.startswith("_")]
-        raise ConfigError(
-            f"env.creator={spec}: {module_name} has no {attr!r}.{_did_you_mean(attr, names)}"
-        ) from None
 
 
 def register() -> None:
@@ -259,6 +195,16 @@ def compose(
             Singleton.set_state(saved)
 
 
+def job_config(config: DictConfig) -> DictConfig:
+    """A Hydra callback's config without its ``hydra`` node: what the task will get."""
+    return OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+
+
+def exit_code(e: SystemExit, failed: int = 1) -> int:
+    """The exit code a ``SystemExit`` carries (``None``: 0; a message: ``failed``)."""
+    return e.code if isinstance(e.code, int) else (0 if e.code is None else failed)
+
+
 def _keys_at(path: str) -> list[str]:
     """The keys the schema (or, for ``env.kwargs``, the default env) allows under ``path``."""
     node: Any = OmegaConf.structured(TrainConfig)
@@ -306,8 +252,11 @@ def explain(exc: BaseException) -> str:
     """One paragraph for a Hydra/OmegaConf composition error, with the fix.
 
     Reads the exception types and their fields only (Hydra's ``MissingConfigException.options``,
-    ``OverrideParseException.override``, OmegaConf's ``full_key``/``value``), never their text.
+    ``OverrideParseException.override``, OmegaConf's ``full_key``/``value``), never their text; a
+    ``ConfigError`` is already that paragraph.
     """
+    if isinstance(exc, ConfigError):
+        return str(exc)
     chain: list[BaseException] = []
     e: BaseException | None = exc
     while e is not None and e not in chain:
@@ -335,12 +284,19 @@ def explain(exc: BaseException) -> str:
     return " ".join(lines) if lines else type(exc).__name__
 
 
+# Config group options that packages of the sweep extra (pyproject.toml) provide, not conf/.
+FROM_SWEEP_EXTRA = {
+    "hydra/sweeper/puffer_optuna": "puffer's Optuna sweeper (hydra_plugins/puffer_optuna)",
+    "hydra/launcher/joblib": "hydra-joblib-launcher (hydra/launcher=parallel)",
+}
+
+
 def _missing_option(missing: str, options: list[str]) -> str:
     group, _, option = missing.rpartition("/")
-    if group.startswith("hydra/") and option in ("optuna", "joblib"):
+    if missing in FROM_SWEEP_EXTRA:
         return (
-            f"{group}={option} comes from a Hydra plugin that is not installed: "
-            "pip install -e '.[sweep]' (hydra-optuna-sweeper, hydra-joblib-launcher)."
+            f"{group}={option} comes from {FROM_SWEEP_EXTRA[missing]}, which is not installed: "
+            "pip install -e '.[sweep]'."
         )
     choices = options or group_options(group)
     listed = (
@@ -361,52 +317,28 @@ def _require(ok: bool, message: str) -> None:
 
 def positive_int(key: str, value: Any, *, optional: bool = False) -> None:
     """``ConfigError`` unless ``value`` is an integer >= 1 (or None when ``optional``)."""
-    if optional and value is None:
-        return
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-    _require(ok, f"{key}={value!r}: must be a positive integer{' (or null)' if optional else ''}.")
+    try:
+        checks.positive_int(key, value, optional=optional)
+    except ValueError as e:
+        raise ConfigError(f"{e}.") from None
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check values that types cannot: choices, ranges and consistency. Raises ``ConfigError``."""
-    from puffer import emulation, envs
+    """Check values that types cannot: choices, ranges and consistency. Raises ``ConfigError``.
 
+    Each group's own dataclass checks its settings (``EnvConfig.validate``, ``VectorConfig``,
+    ``DistConfig``, ``PPOConfig``, ``PolicyConfig``, ``PeriodicEvalConfig``); this adds the
+    front end's own keys and what spans groups.
+    """
     _check_schema_keys(cfg, OmegaConf.structured(TrainConfig))
-    env = cfg.env
-    if env.name == "custom":
-        _require(
-            bool(env.creator),
-            "env=custom needs env.creator='module:callable' (a PufferEnv, gymnasium Env or VecEnv "
-            "factory), e.g. env=custom env.creator=my_envs:Corridor",
-        )
-        import_creator(env.creator)
-    elif env.name in emulation.FAMILIES:  # gymnasium, atari, mujoco, pettingzoo
-        try:
-            emulation.check(env)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    else:
-        known = list(envs.names())
-        _require(
-            env.name in known,
-            f"env.name={env.name!r} is not a built-in env.{_did_you_mean(env.name, known)} "
-            f"Built-in envs: {', '.join(known)}; or env=gymnasium env.id=<gymnasium id>, or "
-            "env=custom env.creator=<module:callable>.",
-        )
-    _require(
-        cfg.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", cfg.device) is not None,
-        f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N.",
-    )
-    if str(cfg.device).startswith("cuda"):
-        import torch
-
-        _require(
-            torch.cuda.is_available(),
-            f"device={cfg.device}: CUDA is not available on this machine; use device=auto or cpu.",
-        )
+    _validate_dataclass(cfg.env, "env")
+    _validate_dataclass(cfg.vector, "vector", rows_known=cfg.env.name != "custom")
+    try:
+        check_device(cfg.device)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     for key, choices in (
         ("dashboard", DASHBOARDS),
-        ("vector.backend", BACKENDS),
         ("logger.wandb.mode", WANDB_MODES),
         ("objective", ("train", "eval")),
     ):
@@ -414,39 +346,10 @@ def validate(cfg: DictConfig) -> None:
         _require(value in choices, f"{key}={value!r}: use one of {', '.join(choices)}.")
     for key in ("checkpoint.interval", "checkpoint.keep", "torch_threads"):
         positive_int(key, OmegaConf.select(cfg, key), optional=key == "torch_threads")
-    vec = cfg.vector
-    if env.name != "custom":  # a custom creator may return several rows per call: make() checks
-        from puffer.vector import layout
-
-        try:
-            layout(
-                vec.num_envs,
-                vec.num_workers,
-                vec.batch_size,
-                parallel=vec.backend == "multiprocessing",
-                oversubscribe=vec.oversubscribe,
-            )
-        except ValueError as e:  # its message starts with the setting: num_envs=0: ...
-            raise ConfigError(f"vector.{e}.") from None
-    if vec.backend == "multiprocessing":
-        import multiprocessing
-
-        methods = multiprocessing.get_all_start_methods()
-        _require(
-            vec.start_method is None or vec.start_method in methods,
-            f"vector.start_method={vec.start_method!r}: use one of {', '.join(methods)} "
-            "(or null for the platform's default).",
-        )
-        _require(
-            vec.timeout > 0,
-            f"vector.timeout={vec.timeout}: must be a positive number of seconds.",
-        )
-    torchrun = dist.torchrun_world()
+    torchrun, num_envs = dist.torchrun_world(), cfg.vector.num_envs
     ranks = torchrun.world_size if torchrun else None
-    _validate_dataclass(
-        cfg.dist, "dist", num_envs=vec.num_envs, world_size=ranks, device=cfg.device
-    )
-    _validate_dataclass(cfg.ppo, "ppo", num_envs=vec.num_envs // (ranks or cfg.dist.nproc))
+    _validate_dataclass(cfg.dist, "dist", num_envs=num_envs, world_size=ranks, device=cfg.device)
+    _validate_dataclass(cfg.ppo, "ppo", num_envs=num_envs // (ranks or cfg.dist.nproc))
     _validate_dataclass(cfg.policy, "policy")
     _validate_dataclass(cfg.eval, "eval")
     _require(

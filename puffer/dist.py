@@ -1,26 +1,18 @@
-"""One run over N processes (data-parallel PPO) with ``torch.distributed``.
+"""One run over N processes (data-parallel PPO) with ``torch.distributed``: the config, the world
+this process is in, the process group, and the collectives that keep ranks identical.
 
-Two ways to start the ranks, both through torch's own launcher machinery:
-
-- ``python -m puffer.train dist.nproc=N``: the Hydra job (one process, one run directory) starts N
-  ranks on this machine with ``torch.distributed.launcher.api.elastic_launch`` (``launch``) and
-  waits for them; each rank runs the same function with the composed config and the run dir.
-- ``torchrun --nnodes=M --nproc-per-node=N -m puffer.train ...``: torchrun (the same elastic agent)
-  starts the processes and sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and the rendezvous
-  (``MASTER_ADDR``/``MASTER_PORT``); ``World.from_env`` reads them.
+Ranks are started by ``puffer.launch`` (``python -m puffer.train dist.nproc=N``) or by torchrun
+(``torchrun --nnodes=M --nproc-per-node=N -m puffer.train ...``), which sets ``RANK``/``WORLD_SIZE``/
+``LOCAL_RANK`` and the rendezvous (``MASTER_ADDR``/``MASTER_PORT``); ``World.from_env`` reads them.
 
 Each rank steps ``vector.num_envs / world_size`` env rows with its own seed streams (``rank_seed``),
 starts from rank 0's weights (``broadcast_module``), and averages gradients with the others (the
 Trainer's all-reduce seam). Rank 0 alone writes the run directory (``rank0_only``); statistics that
 every rank needs are combined with ``merge_moments``/``all_moments`` (observation and reward
 normalization), ``gather_episodes`` (episode statistics) and ``all_mean`` (losses, KL);
-checkpoints hold every rank's own state (``gather_rank_states``, ``rank_state``).
-
-Failures: ``launch`` sets a short monitor interval and no restarts, so a rank that raises or dies
-makes the agent stop every other rank; ``launch`` then raises ``RankError`` naming the rank and its
-traceback or signal. Collectives time out after ``DistConfig.timeout`` seconds, so nothing hangs,
-and a rank dies with its parent (no orphans). SIGINT/SIGTERM reach every rank once (each rank runs
-in its own process group, as under torchrun); ``agree`` lets them stop at the same update.
+checkpoints hold every rank's own state (``gather_rank_states``, ``rank_state``). Collectives time
+out after ``DistConfig.timeout`` seconds, so nothing hangs; ``agree`` lets ranks stop at the same
+update.
 """
 
 from __future__ import annotations
@@ -28,18 +20,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
-import logging
 import os
-import shutil
-import signal
-import tempfile
-import traceback
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -47,13 +31,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from puffer.checks import positive_int
 from puffer.seeding import rank_seed  # rank 0 keeps the seed; others: SeedSequence([seed, rank])
 
 __all__ = [
     "BACKENDS",
     "DistConfig",
-    "LaunchInterrupted",
-    "RankError",
     "World",
     "agree",
     "all_mean",
@@ -62,7 +45,6 @@ __all__ = [
     "broadcast_object",
     "gather_episodes",
     "gather_rank_states",
-    "launch",
     "local_rows",
     "merge_moments",
     "params_digest",
@@ -79,11 +61,6 @@ __all__ = [
 BACKENDS = ("auto", "gloo", "nccl")
 _ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 _R = TypeVar("_R")
-_TORCH_LAUNCH_LOGGERS = (
-    "torch.distributed.elastic",
-    "torch.distributed.launcher",
-    "torch.multiprocessing",
-)
 
 
 @dataclass
@@ -112,8 +89,7 @@ class DistConfig:
         ``num_envs`` is the global ``vector.num_envs``; ``world_size`` the ranks torchrun started
         (None when not under torchrun); ``device`` the run's ``device`` setting.
         """
-        if isinstance(self.nproc, bool) or not isinstance(self.nproc, int) or self.nproc < 1:
-            raise ValueError(f"dist.nproc={self.nproc!r} must be a positive integer (1 = no ranks)")
+        positive_int("dist.nproc", self.nproc)  # 1: no ranks
         if self.backend not in BACKENDS:
             raise ValueError(f"dist.backend={self.backend!r} must be one of {', '.join(BACKENDS)}")
         for key in ("timeout", "shutdown_timeout"):
@@ -315,185 +291,6 @@ def process_group(config: DistConfig, device: str) -> Iterator[torch.device]:
         yield dev
     finally:
         dist.destroy_process_group()
-
-
-# -- launching ranks from the Hydra job ------------------------------------------------------------
-
-
-class RankError(RuntimeError):
-    """A rank raised or died; the message names the rank and its traceback or signal."""
-
-
-class LaunchInterrupted(Exception):
-    """SIGINT/SIGTERM stopped a ``launch``; the ranks were asked to stop (rank 0 checkpoints)."""
-
-    def __init__(self, signum: int):
-        self.signum = int(signum)
-        super().__init__(f"stopped by {signal.Signals(self.signum).name}")
-
-
-def launch(fn: Callable[..., _R], args: tuple[Any, ...], config: DistConfig) -> _R:
-    """Run ``fn(*args)`` in ``config.nproc`` ranks on this machine; returns rank 0's result.
-
-    ``fn`` must be importable by name (the ranks are spawned) and join the group itself
-    (``process_group``). Raises ``RankError`` when a rank fails (every rank is stopped first).
-
-    SIGINT/SIGTERM to this process are forwarded once to every rank, which should stop cleanly
-    (e.g. agree with ``agree`` to stop after the same update, checkpoint and return); then
-    ``LaunchInterrupted`` is raised. A signal before every rank started, or a second one, stops
-    the ranks at once (SIGTERM, SIGKILL after ``config.shutdown_timeout`` seconds).
-    """
-    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    scratch = Path(tempfile.mkdtemp(prefix="puffer-dist-"))
-    launch_config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=config.nproc,
-        run_id=uuid.uuid4().hex,
-        rdzv_backend="c10d",
-        rdzv_endpoint=f"127.0.0.1:{config.master_port}",  # port 0: the store picks a free one
-        max_restarts=0,
-        monitor_interval=0.1,  # a failed rank is noticed within 0.1 s
-        start_method="spawn",
-        logs_specs=DefaultLogsSpecs(log_dir=str(scratch / "logs")),
-        shutdown_timeout=max(1, round(config.shutdown_timeout)),
-        # SIGINT/SIGTERM are ours (_Forward): the agent would stop the ranks before they finish.
-        signals_to_handle="SIGHUP,SIGQUIT",
-    )
-    forward = _Forward(scratch, config.nproc)
-    try:
-        with _quiet(_TORCH_LAUNCH_LOGGERS), forward.installed():
-            results = elastic_launch(launch_config, _rank_entry)(fn, args, str(scratch))
-    except ChildFailedError as e:
-        raise RankError(_failure_message(e, scratch)) from None
-    except SignalException as e:
-        raise LaunchInterrupted(e.sigval) from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    if forward.signum is not None:
-        raise LaunchInterrupted(forward.signum)
-    return results[0]
-
-
-class _Forward:
-    """While ``launch`` runs: the first SIGINT/SIGTERM goes on to every rank (each registered its
-    pid in ``scratch``); before all have, or on a second signal, ``LaunchInterrupted`` is raised
-    in the agent's loop, which then stops the ranks itself."""
-
-    def __init__(self, scratch: Path, nproc: int):
-        self.scratch, self.nproc = scratch, nproc
-        self.signum: int | None = None
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        pids = [int(p.read_text()) for p in self.scratch.glob("pid*") if p.read_text()]
-        if self.signum is not None or len(pids) < self.nproc:
-            raise LaunchInterrupted(signum)
-        self.signum = signum
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        sigs = (signal.SIGINT, signal.SIGTERM)
-        previous = {sig: signal.signal(sig, self._handler) for sig in sigs}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def _quiet(names: tuple[str, ...]) -> Iterator[None]:
-    """Silence torch's launcher logs (its own failure report, restarts, rendezvous) while
-    ``launch`` runs: ``RankError`` says what failed, once."""
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-def _rank_entry(fn: Callable[..., _R], args: tuple[Any, ...], scratch: str) -> _R:
-    """A spawned rank: its own process group (a terminal's Ctrl-C reaches the launcher, which
-    forwards it once to every rank, as torchrun does), death with the launcher, and an error
-    record the launcher reads if ``fn`` raises."""
-    from puffer._worker import _die_with_parent
-
-    os.setpgid(0, 0)
-    _die_with_parent()
-    rank = os.environ.get("RANK", "0")
-    pid_file = Path(scratch, f"pid{rank}")  # written whole, then renamed: the launcher reads it
-    Path(scratch, f".pid{rank}").write_text(str(os.getpid()))
-    Path(scratch, f".pid{rank}").replace(pid_file)
-    try:
-        return fn(*args)
-    except BaseException as e:
-        _write_error(Path(scratch), e)
-        raise
-
-
-def _write_error(scratch: Path, e: BaseException) -> None:
-    rank = int(os.environ.get("RANK", 0))
-    record = {
-        "rank": rank,
-        "pid": os.getpid(),
-        "error": f"{type(e).__name__}: {e}",
-        "traceback": "".join(traceback.format_exception(e)),
-        "secondary": _in_collective(e),
-    }
-    tmp = scratch / f".rank{rank}.json.tmp"
-    tmp.write_text(json.dumps(record))
-    tmp.replace(scratch / f"rank{rank}.json")
-
-
-def _in_collective(e: BaseException) -> bool:
-    """True when ``e`` came out of a ``torch.distributed`` call: the echo of another rank's
-    failure (a closed connection, a timeout), not a cause."""
-    if isinstance(e, dist.DistError):
-        return True
-    tb = e.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
-    return str(module).startswith("torch.distributed")
-
-
-def _failure_message(e: Any, scratch: Path) -> str:
-    """One paragraph per failed rank, causes first: a rank's own exception or the signal that
-    killed it, before ranks whose collectives failed because of it.
-
-    The agent reports the ranks it saw fail; the error records (``_write_error``) add the ranks
-    that raised while the agent was stopping the others.
-    """
-    found: dict[int, tuple[bool, str]] = {}
-    for path in scratch.glob("rank*.json"):
-        r = json.loads(path.read_text())
-        head = f"rank {r['rank']} (pid {r['pid']})"
-        if r["secondary"]:  # one line: the traceback only shows the collective that failed
-            text = f"{head} stopped when a collective failed: {r['error'].splitlines()[0]}"
-        else:
-            text = f"{head} raised {r['error']}\n{r['traceback'].rstrip()}"
-        found[r["rank"]] = (r["secondary"], text)
-    for rank, failure in e.failures.items():
-        if rank in found:
-            continue
-        if failure.exitcode < 0:
-            how = f"was killed by {signal.Signals(-failure.exitcode).name}"
-        else:
-            how = f"exited with code {failure.exitcode}"
-        found[rank] = (False, f"rank {rank} (pid {failure.pid}) {how}")
-    order = sorted(found, key=lambda rank: (found[rank][0], rank))
-    body = "\n".join(found[rank][1] for rank in order)
-    return f"distributed run failed; every rank was stopped.\n{body}"
 
 
 # -- collectives -----------------------------------------------------------------------------------

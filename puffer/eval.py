@@ -21,11 +21,20 @@ from typing import Any
 
 import hydra
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from puffer import build
 from puffer import checkpoint as ckpt
-from puffer.config import CONF_DIR, ConfigError, explain, positive_int, validate
+from puffer.config import (
+    CONF_DIR,
+    EXIT_CONFIG,
+    ConfigError,
+    exit_code,
+    explain,
+    job_config,
+    positive_int,
+    validate,
+)
 
 __all__ = ["EvalResult", "evaluate", "load", "main"]
 
@@ -100,10 +109,8 @@ def evaluate(
 
     Raises ``CheckpointError`` naming the file when it does not fit ``cfg``'s policy.
     """
-    import numpy as np
-    import torch
-
-    from puffer.ppo.trainer import resolve_device
+    from puffer.device import resolve_device
+    from puffer.evaluation import play
 
     path = Path(checkpoint)
     saved = ckpt.load(path)
@@ -112,35 +119,14 @@ def evaluate(
     try:
         policy = build.make_policy(cfg, vecenv)
         _load_policy(policy, saved, path)
-        device = resolve_device(cfg.device)
-        policy = policy.to(device).eval()
-
-        quota = np.full(rows, episodes // rows) + (np.arange(rows) < episodes % rows)
-        returns: list[list[float]] = [[] for _ in range(rows)]
-        lengths: list[list[int]] = [[] for _ in range(rows)]
-        obs, _ = vecenv.reset(cfg.seed)
-        state_ = policy.initial_state(rows, device)
-        with torch.no_grad():
-            while any(len(r) < q for r, q in zip(returns, quota)):
-                actions, state_ = policy.predict(obs, state_, deterministic=deterministic)
-                obs, _, terminals, truncations, infos = vecenv.step(actions)
-                if render:
-                    _render(vecenv)
-                done = terminals | truncations
-                if done.any():
-                    ended = np.flatnonzero(done)
-                    ep_r = infos.get("episode_return", np.zeros(len(ended)))
-                    ep_l = infos.get("episode_length", np.zeros(len(ended)))
-                    for row, r, ln in zip(ended, ep_r, ep_l):
-                        if len(returns[row]) < quota[row]:
-                            returns[row].append(float(r))
-                            lengths[row].append(int(ln))
-                    state_ = policy.reset_state(state_, torch.as_tensor(done, device=device))
+        policy = policy.to(resolve_device(cfg.device)).eval()
+        draw = (lambda: _render(vecenv)) if render else None
+        returns, lengths = play(
+            policy, vecenv, episodes, seed=cfg.seed, deterministic=deterministic, after_step=draw
+        )
     finally:
         vecenv.close()
-    flat = [r for rs in returns for r in rs]
-    step = int(saved["meta"].get("global_step", 0))
-    return EvalResult(flat, [n for ns in lengths for n in ns], path, step)
+    return EvalResult(returns, lengths, path, int(saved["meta"].get("global_step", 0)))
 
 
 def _load_policy(policy: Any, saved: dict[str, Any], path: Path) -> None:
@@ -183,12 +169,11 @@ class Checks(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            load(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+            load(job_config(config))
         except Exception as e:  # Hydra would only warn about it; SystemExit goes through
             if _FULL_ERROR:
                 traceback.print_exc()
-            message = str(e) if isinstance(e, ConfigError) else explain(e)
-            raise _fail(f"config error: {message}\n\n{USAGE}", 2) from None
+            raise _fail(f"config error: {explain(e)}\n\n{USAGE}", EXIT_CONFIG) from None
 
 
 def _task(cfg: DictConfig) -> None:
@@ -200,7 +185,7 @@ def _task(cfg: DictConfig) -> None:
             run, path, cfg.episodes, deterministic=cfg.deterministic, render=cfg.render
         )
     except ConfigError as e:  # the env rejects its settings (e.g. an env.kwargs override)
-        raise _fail(f"config error: {e}", 2) from None
+        raise _fail(f"config error: {e}", EXIT_CONFIG) from None
     except ckpt.CheckpointError as e:
         raise _fail(str(e), 1) from None
     mode = "deterministic" if cfg.deterministic else "sampled"
@@ -227,12 +212,12 @@ def main() -> int:
     try:
         _app()
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        return exit_code(e)
     except Exception as e:
         if _FULL_ERROR:
             raise
         print(f"puffer.eval: config error: {explain(e)}\n\n{USAGE}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     return 0
 
 

@@ -62,10 +62,17 @@ class PeriodicEvalConfig:
 
 
 def play(
-    policy: Any, vecenv: Any, episodes: int, *, seed: int, deterministic: bool = True
+    policy: Any,
+    vecenv: Any,
+    episodes: int,
+    *,
+    seed: int,
+    deterministic: bool = True,
+    after_step: Callable[[], Any] | None = None,
 ) -> tuple[list[float], list[int]]:
     """Returns and lengths of ``episodes`` episodes of ``policy`` on ``vecenv`` (each row plays
-    its share), from ``vecenv.reset(seed)``. Uses ``policy.predict``; no gradients."""
+    its share), from ``vecenv.reset(seed)``. Uses ``policy.predict``; no gradients.
+    ``after_step()`` runs after every step (e.g. to render)."""
     import torch
 
     rows = vecenv.num_envs
@@ -79,10 +86,14 @@ def play(
         while any(len(r) < q for r, q in zip(returns, quota)):
             actions, state = policy.predict(obs, state, deterministic=deterministic)
             obs, _, terminals, truncations, infos = vecenv.step(actions)
+            if after_step is not None:
+                after_step()
             done = terminals | truncations
             if done.any():
                 ended = np.flatnonzero(done)
-                for row, r, n in zip(ended, infos["episode_return"], infos["episode_length"]):
+                nothing = np.zeros(len(ended))  # an env without episode stats
+                ep_return = infos.get("episode_return", nothing)
+                for row, r, n in zip(ended, ep_return, infos.get("episode_length", nothing)):
                     if len(returns[row]) < quota[row]:
                         returns[row].append(float(r))
                         lengths[row].append(int(n))

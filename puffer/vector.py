@@ -35,10 +35,20 @@ import numpy as np
 
 from puffer import _worker
 from puffer._blocks import Recipe, as_one_agent, check_vec, merge_infos, step_in_place
+from puffer.checks import positive_int
 from puffer.env import _CLOSED, _READY, Buffers, EnvClosedError, Infos, PufferEnv, VecEnv
 from puffer.spaces import Space
 
-__all__ = ["BACKENDS", "Multiprocessing", "Serial", "WorkerError", "layout", "make"]
+__all__ = [
+    "BACKENDS",
+    "Multiprocessing",
+    "Serial",
+    "VectorConfig",
+    "WorkerError",
+    "check_worker_options",
+    "layout",
+    "make",
+]
 
 BACKENDS = ("serial", "multiprocessing")
 
@@ -98,10 +108,52 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}={value!r}: must be a positive integer")
-    return int(value)
+def check_worker_options(start_method: str | None, timeout: float) -> None:
+    """Raise ``ValueError`` for a start method this platform lacks or a ``timeout`` not > 0 s."""
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    if start_method is not None and start_method not in methods:
+        raise ValueError(
+            f"start_method={start_method!r}: use one of {', '.join(methods)} (or null/None for "
+            "the platform's default)"
+        )
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout={timeout!r}: must be a positive number of seconds")
+
+
+@dataclass
+class VectorConfig:
+    """How env rows are stepped (the ``vector`` config group): ``num_envs`` rows, in this process
+    or in worker processes. The fields are ``make``'s arguments."""
+
+    backend: str = "serial"  # "serial" | "multiprocessing"
+    num_envs: int = 8
+    num_workers: int | None = None  # multiprocessing: worker processes (None = CPU cores)
+    batch_size: int | None = None  # rows per asynchronous batch (None = all rows)
+    # multiprocessing only:
+    oversubscribe: bool = False  # allow more workers than CPU cores
+    timeout: float = 60.0  # seconds a worker may take to answer before TimeoutError
+    start_method: str | None = None  # fork | spawn | forkserver (None: fork on Linux)
+
+    def validate(self, rows_known: bool = True) -> None:
+        """Raise ``ValueError`` naming ``vector.<key>`` and the fix, before any worker starts.
+
+        Checks the backend, the split of rows into workers and batches (``layout``; skipped when
+        not ``rows_known``: a custom creator may return several rows per call, which ``make``
+        learns by calling it) and, for multiprocessing, the worker options.
+        """
+        try:
+            if self.backend not in BACKENDS:
+                raise ValueError(f"backend={self.backend!r}: use one of {', '.join(BACKENDS)}")
+            parallel = self.backend == "multiprocessing"
+            if rows_known:
+                nums = (self.num_envs, self.num_workers, self.batch_size)
+                layout(*nums, parallel=parallel, oversubscribe=self.oversubscribe)
+            if parallel:
+                check_worker_options(self.start_method, self.timeout)
+        except ValueError as e:
+            raise ValueError(f"vector.{e}.") from None
 
 
 def _is_seed(value: Any) -> bool:
@@ -164,11 +216,11 @@ def layout(
     naming the values to change when the rows do not split into whole workers and batches, or when
     ``parallel`` workers would outnumber the CPU cores without ``oversubscribe``.
     """
-    num_envs = _positive_int("num_envs", num_envs)
+    num_envs = positive_int("num_envs", num_envs)
     if num_workers is not None:
-        num_workers = _positive_int("num_workers", num_workers)
+        num_workers = positive_int("num_workers", num_workers)
     if batch_size is not None:
-        batch_size = _positive_int("batch_size", batch_size)
+        batch_size = positive_int("batch_size", batch_size)
     k = rows_per_env
     if num_envs % k:
         up = k * (num_envs // k + 1)
@@ -219,7 +271,7 @@ def _plan(
     oversubscribe: bool = False,
 ) -> _Plan:
     """Check the configuration and probe the creator; raises before any worker starts."""
-    num_envs = _positive_int("num_envs", num_envs)
+    num_envs = positive_int("num_envs", num_envs)
     if not _is_seed(seed):
         raise ValueError(f"seed={seed!r}: must be a non-negative integer")
     if env_kwargs is None:
@@ -512,11 +564,7 @@ class Multiprocessing(_Blocks):
 
         self._procs: list[Any] = []
         self._owner = os.getpid()  # only this process may stop the workers
-        methods = multiprocessing.get_all_start_methods()
-        if start_method is not None and start_method not in methods:
-            raise ValueError(f"start_method={start_method!r}: use one of {methods} (or None)")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ValueError(f"timeout={timeout!r}: must be a positive number of seconds")
+        check_worker_options(start_method, timeout)
         plan = _plan(
             env_creator,
             num_envs,

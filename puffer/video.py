@@ -74,9 +74,9 @@ def make_render_env(cfg: Any, seed: int) -> Any:
     """A one-row serial VecEnv of ``cfg``'s env that renders images when the env can
     (``render_mode="rgb_array"``), text otherwise; separate from any training rows."""
     from puffer import vector
-    from puffer.build import env_creator
+    from puffer.envs.config import creator as env_creator
 
-    creator, kwargs = env_creator(cfg)
+    creator, kwargs = env_creator(cfg.env)
     try:
         return vector.make(
             creator,

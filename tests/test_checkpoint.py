@@ -155,3 +155,44 @@ def test_checkpoints_of_the_format_before_version_1_are_upgraded(tmp_path):
     state = adam.state[param]
     assert float(state["step"]) == 4 and torch.equal(state["exp_avg_sq"], torch.full((2,), 0.25))
     assert adam.param_groups[0]["lr"] == 1e-3 and adam.param_groups[0]["eps"] == 1e-5
+
+
+@pytest.mark.parametrize("name", ["mlp", "lstm"])
+def test_a_checkpoint_written_by_the_old_flat_policy_resumes_and_plays(name):
+    """tests/data holds checkpoints puffer 89741cc wrote (write_old_checkpoints.py), when the MLP
+    trunk was ``encoder.<i>`` and the LSTM cell ``cell``: they load under today's names with the
+    same outputs, resume training, and give eval the policy's weights."""
+    import json
+    import warnings
+    from pathlib import Path
+
+    import puffer.envs
+    import puffer.policy as P
+    from puffer.ppo import PPOConfig, Trainer
+
+    data = Path(__file__).parent / "data"
+    expected = json.loads((data / "old_checkpoints.json").read_text())
+    path = data / f"old_cartpole_{name}.pt"
+    assert "encoder.0.weight" in torch.load(path, weights_only=False)["policy"]  # the old names
+    obs = torch.tensor(expected["observations"])
+
+    def policy() -> P.Policy:
+        config = P.PolicyConfig(name=name, hidden_sizes=[8], lstm_hidden_size=8)
+        return P.make(config, puffer.envs.make("cartpole", 2), seed=1)
+
+    played = policy()  # eval's path: the policy's state from the checkpoint
+    played.load_state_dict(checkpoint.policy_state(checkpoint.load(path)))
+    config = PPOConfig(total_timesteps=64, horizon=8, num_minibatches=1, update_epochs=1)
+    trainer = Trainer(config, puffer.envs.make("cartpole", 2), policy(), device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # same layout: no "not bit-exact" warning
+        trainer.load(path)
+    assert trainer.global_step == expected[name]["global_step"] and trainer.update_count == 1
+    for net in (played, trainer.policy):
+        with torch.no_grad():
+            params, value, _ = net(obs, net.initial_state(len(obs), "cpu"), None)
+        torch.testing.assert_close(params, torch.tensor(expected[name]["params"]))
+        torch.testing.assert_close(value, torch.tensor(expected[name]["value"]))
+    trainer.rollout()
+    assert trainer.update()["update"] == 2.0  # Adam's state fit the renamed parameters
+    trainer.close()

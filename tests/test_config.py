@@ -216,11 +216,28 @@ def test_cuda_request_without_cuda_is_refused():
     assert "CUDA is not available" in _error(["device=cuda"], validate_too=True)
 
 
-def test_missing_sweep_plugin_points_at_the_extra():
+@pytest.mark.parametrize(
+    "missing, provider",
+    [
+        ("hydra/sweeper/puffer_optuna", "hydra_plugins/puffer_optuna"),
+        ("hydra/launcher/joblib", "hydra-joblib-launcher"),
+    ],
+)
+def test_missing_sweep_plugin_points_at_the_extra(missing, provider):
     from hydra.errors import MissingConfigException
 
-    missing = MissingConfigException("", missing_cfg_file="hydra/sweeper/optuna", options=None)
-    assert "pip install -e '.[sweep]'" in config.explain(missing)
+    message = config.explain(MissingConfigException("", missing_cfg_file=missing, options=None))
+    assert provider in message and "pip install -e '.[sweep]'" in message
+    assert "hydra-optuna-sweeper" not in message  # puffer's own plugin replaced it
+
+
+def test_the_sweep_extra_options_are_the_ones_conf_asks_for():
+    """Every option FROM_SWEEP_EXTRA names is a default of a puffer sweeper/launcher preset."""
+    wanted = set()
+    for preset in (config.CONF_DIR / "hydra").glob("*/*.yaml"):
+        for entry in OmegaConf.load(preset).get("defaults", []):
+            wanted.add(f"hydra/{preset.parent.name}/{entry}")
+    assert set(config.FROM_SWEEP_EXTRA) <= wanted
 
 
 def test_compose_inside_a_running_app_keeps_its_state():
@@ -235,3 +252,42 @@ def test_compose_inside_a_running_app_keeps_its_state():
 def test_torch_threads_has_one_default():
     assert "torch_threads" not in OmegaConf.load(config.CONF_DIR / "config.yaml")
     assert compose([]).torch_threads == config.TrainConfig.torch_threads == 1
+
+
+def test_each_group_checks_its_own_settings_once():
+    """The vector and env groups validate in their owners, which the front end calls."""
+    from puffer.envs.config import EnvConfig
+    from puffer.vector import VectorConfig, make
+
+    with pytest.raises(ValueError) as owner:
+        VectorConfig(backend="multiprocessing", start_method="bogus").validate()
+    with pytest.raises(ValueError) as maker:
+        make("bandit", 2, backend="multiprocessing", start_method="bogus")
+    assert str(owner.value) == f"vector.{maker.value}."  # one check, two callers
+    with pytest.raises(ValueError, match="Did you mean 'cartpole'"):
+        EnvConfig(name="cartpol").validate()
+    VectorConfig(num_envs=4, num_workers=2).validate()  # a valid layout passes
+
+
+def test_one_integer_check_for_every_owner():
+    import puffer.envs
+    import puffer.policy
+    from puffer import checks, dist, vector
+    from puffer.ppo import PPOConfig, Trainer
+
+    vecenv = puffer.envs.make("bandit", 8)
+    policy = puffer.policy.make(puffer.policy.PolicyConfig(), vecenv)
+
+    assert checks.positive_int("n", 1e6) == 1_000_000  # whole floats (YAML's 1e6) pass
+    for bad in (0, -1, True, "3", 2.5, float("nan"), None):
+        with pytest.raises(ValueError, match=r"n=.*: must be a positive integer$"):
+            checks.positive_int("n", bad)
+    failures = {
+        "ppo.horizon=0": lambda: PPOConfig(horizon=0).validate(8),
+        "dist.nproc=0": lambda: dist.DistConfig(nproc=0).validate(8),
+        "num_envs=0": lambda: vector.layout(0, parallel=False),
+        "torch_threads=0": lambda: Trainer(PPOConfig(), vecenv, policy, torch_threads=0),
+    }
+    for prefix, fail in failures.items():
+        with pytest.raises(ValueError, match=rf"^{prefix}: must be a positive integer"):
+            fail()

@@ -1,6 +1,6 @@
 """puffer.dist: launching ranks, failures, signals and the collectives that combine statistics.
 
-The launch tests start real ranks (spawned processes, gloo on CPU) through ``puffer.dist.launch``;
+The launch tests start real ranks (spawned processes, gloo on CPU) through ``puffer.launch.launch``;
 the functions the ranks run are defined here, at module level, so the spawned ranks import them.
 """
 
@@ -20,7 +20,7 @@ import torch
 import torch.distributed as td
 from torch import nn
 
-from puffer import dist
+from puffer import dist, launch
 
 CPU = dist.DistConfig(timeout=60)
 
@@ -208,7 +208,7 @@ def collective_work(out: str) -> dict:
 
 
 def test_two_ranks_start_identical_and_stay_identical(tmp_path: Path) -> None:
-    result = dist.launch(collective_work, (str(tmp_path),), dist.DistConfig(nproc=2))
+    result = launch.launch(collective_work, (str(tmp_path),), dist.DistConfig(nproc=2))
     # launch returns rank 0's result; rank 1's digests must be equal: compute them again here.
     assert result["rank"] == 0 and result["world"] == dist.World(0, 2, 0, 2)
     reference = _model(seed=100)
@@ -263,8 +263,8 @@ def _alive(pid: int) -> bool:
     ],
 )
 def test_a_failed_rank_stops_every_rank_with_its_cause(tmp_path: Path, mode, cause) -> None:
-    with pytest.raises(dist.RankError) as info:
-        dist.launch(failing_work, (mode, str(tmp_path)), dist.DistConfig(nproc=2))
+    with pytest.raises(launch.RankError) as info:
+        launch.launch(failing_work, (mode, str(tmp_path)), dist.DistConfig(nproc=2))
     message = str(info.value)
     lines = message.splitlines()
     assert lines[0] == "distributed run failed; every rank was stopped."
@@ -290,11 +290,11 @@ def signal_work(out: str) -> None:
 LAUNCHER = """
 import sys
 sys.path.insert(0, {tests!r})
-from puffer import dist
+from puffer import dist, launch
 from test_dist import signal_work
 try:
-    dist.launch(signal_work, ({out!r},), dist.DistConfig(nproc=2, shutdown_timeout=20))
-except dist.LaunchInterrupted as e:
+    launch.launch(signal_work, ({out!r},), dist.DistConfig(nproc=2, shutdown_timeout=20))
+except launch.LaunchInterrupted as e:
     print("interrupted", e.signum)
     sys.exit(128 + e.signum)
 """

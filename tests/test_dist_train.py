@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from puffer import checkpoint as ckpt
-from puffer import dist
+from puffer import dist, launch
 
 SMALL = [
     "env=cartpole",
@@ -105,7 +105,7 @@ def test_parameters_stay_bitwise_identical_on_every_rank(tmp_path: Path) -> None
         "ppo.normalize_rewards=true",
         "ppo.total_timesteps=100000",
     ]
-    dist.launch(rank_digests, (overrides, str(tmp_path)), dist.DistConfig(nproc=2))
+    launch.launch(rank_digests, (overrides, str(tmp_path)), dist.DistConfig(nproc=2))
     digests = {p.name: p.read_text() for p in tmp_path.iterdir()}
     assert digests["initial0"] == digests["initial1"]
     assert digests["final0"] == digests["final1"]

@@ -532,7 +532,8 @@ def test_help_lists_only_groups_the_usage_guide_documents(app):
 
 
 def test_every_metrics_jsonl_key_is_in_the_metrics_table(tmp_path):
-    from puffer import config, train
+    from puffer import config
+    from puffer.run import run
 
     tiny = [
         "ppo.total_timesteps=512",
@@ -541,7 +542,7 @@ def test_every_metrics_jsonl_key_is_in_the_metrics_table(tmp_path):
         "ppo.num_minibatches=2",
     ]
     cfg = config.compose(["env=bandit", *tiny, "logger=none", "dashboard=off"])
-    train.run(cfg, tmp_path / "run")
+    run(cfg, tmp_path / "run")
     rows = [
         json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     ]

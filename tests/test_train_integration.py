@@ -320,7 +320,7 @@ def test_resume_from_a_foreign_checkpoint_names_the_file(tmp_path):
 def test_non_finite_weights_are_not_checkpointed_over_the_last_good_one(tmp_path):
     from puffer.build import make_trainer
     from puffer.config import compose
-    from puffer.train import save_checkpoint
+    from puffer.run import save_checkpoint
 
     cfg = compose(["vector.num_envs=8"])
     trainer = make_trainer(cfg)
@@ -383,13 +383,13 @@ class _StopAfter:
 
 
 def test_a_sink_raising_stoprun_ends_the_run_with_its_status(tmp_path, caplog, helpers):
-    from puffer import train
     from puffer.config import compose
+    from puffer.run import run
 
     cfg = compose([*helpers.TINY, "logger=none", "dashboard=off", "checkpoint.interval=100"])
     sink = _StopAfter(3)
     with caplog.at_level("INFO", logger="puffer"):
-        summary = train.run(cfg, tmp_path / "run", sinks=(sink,))
+        summary = run(cfg, tmp_path / "run", sinks=(sink,))
     assert summary["status"] == "solved" and summary["global_step"] == 3 * 256
     assert isinstance(summary["objective"], float)
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -16,8 +16,7 @@ from puffer import checkpoint
 from puffer.checkpoint import CheckpointError
 from puffer.envs.base import NativeVecEnv
 from puffer.ppo import PPOConfig, Trainer, compute_gae, train
-from puffer.ppo.loss import prioritized_segments
-from puffer.ppo.trainer import NonFiniteLossError
+from puffer.ppo.loss import NonFiniteLossError, prioritized_segments
 from puffer.spaces import Box, Discrete
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -693,3 +692,21 @@ def test_train_one_call_with_callback():
     )
     assert stopped.update_count == 2 and not stopped.done
     stopped.close()
+
+
+def test_minibatch_indices_cover_every_segment_once_per_epoch():
+    from puffer.ppo.sampling import minibatch_indices
+
+    config = PPOConfig(num_minibatches=4, update_epochs=3)
+    advantages = torch.randn(8, 5)
+    g, shuffle = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    batches = list(minibatch_indices(config, advantages, 0.0, g, shuffle))
+    assert len(batches) == 12 and all(w is None and len(i) == 2 for i, w in batches)
+    for epoch in range(3):
+        seen = torch.cat([i for i, _ in batches[epoch * 4 : epoch * 4 + 4]])
+        assert sorted(seen.tolist()) == list(range(8))
+    one = PPOConfig(num_minibatches=1, update_epochs=2)
+    assert list(minibatch_indices(one, advantages, 0.0, g, shuffle)) == [(None, None)] * 2
+    prio = PPOConfig(num_minibatches=2, update_epochs=1, prio_alpha=1.0, prio_beta0=0.0)
+    (idx, w), _ = minibatch_indices(prio, advantages, 1.0, g, shuffle)
+    assert idx.shape == (4,) and w.shape == (4, 1) and w.max().item() == 1.0

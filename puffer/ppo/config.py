@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from puffer.checks import positive_int
+
 
 @dataclass
 class PPOConfig:
@@ -58,15 +60,9 @@ def _validate(c: PPOConfig, num_envs: int) -> None:
     def fail(field: str, value: object, fix: str) -> ValueError:
         return ValueError(f"ppo.{field}={value!r}: {fix}")
 
-    def positive_int(field: str) -> None:
-        v = getattr(c, field)
-        if isinstance(v, bool) or int(v) != v or v < 1:
-            raise fail(field, v, "must be a positive integer")
-
     for name in ("total_timesteps", "horizon", "num_minibatches", "update_epochs"):
-        positive_int(name)
-    if isinstance(num_envs, bool) or int(num_envs) != num_envs or num_envs < 1:
-        raise ValueError(f"num_envs={num_envs!r}: must be a positive integer")
+        positive_int(f"ppo.{name}", getattr(c, name))
+    positive_int("num_envs", num_envs)
     if num_envs % c.num_minibatches:
         divisors = [d for d in range(1, num_envs + 1) if num_envs % d == 0]
         raise fail(

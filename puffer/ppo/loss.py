@@ -18,7 +18,10 @@ from typing import NamedTuple
 import torch
 
 __all__ = [
+    "LOSS_KEYS",
+    "NonFiniteLossError",
     "PPOLoss",
+    "check_finite",
     "clipped_surrogate",
     "explained_variance",
     "learning_rate",
@@ -92,6 +95,26 @@ class PPOLoss(NamedTuple):
     entropy: torch.Tensor
     approx_kl: torch.Tensor
     clipfrac: torch.Tensor
+
+
+LOSS_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")  # PPOLoss[1:]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; the policy was not updated with it."""
+
+
+def check_finite(out: PPOLoss, where: str) -> None:
+    """Raise ``NonFiniteLossError`` naming ``where`` (e.g. the update and step), the loss terms and
+    the usual fixes unless ``out.loss`` is finite. On CUDA this is a host sync."""
+    loss = out.loss.item()
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f"PPO loss is {loss} at {where}: policy_loss={out.pg_loss.item()}, value_loss="
+            f"{out.v_loss.item()}, entropy={out.entropy.item()}. The policy was not updated "
+            "with it; lower ppo.learning_rate, enable ppo.normalize_rewards/"
+            "normalize_observations, or check the env for NaN/inf observations and rewards"
+        )
 
 
 def ppo_loss(

@@ -14,7 +14,7 @@ from torch import nn
 from puffer.policy import Policy
 from puffer.ppo.config import PPOConfig
 
-__all__ = ["average_gradients", "make_optimizers"]
+__all__ = ["average_gradients", "gradient_step", "make_optimizers", "set_learning_rate"]
 
 
 def make_optimizers(config: PPOConfig, policy: Policy) -> list[torch.optim.Optimizer]:
@@ -33,6 +33,30 @@ def make_optimizers(config: PPOConfig, policy: Policy) -> list[torch.optim.Optim
         hidden, lr=config.learning_rate, weight_decay=0.0, adjust_lr_fn="match_rms_adamw"
     )
     return [muon, torch.optim.Adam(rest, **adam, fused=True)]
+
+
+def set_learning_rate(optimizers: list[torch.optim.Optimizer], lr: float) -> None:
+    """Set every parameter group's learning rate (the schedule's value for this update)."""
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+
+def gradient_step(
+    optimizers: list[torch.optim.Optimizer],
+    params: list[nn.Parameter],
+    loss: torch.Tensor,
+    max_grad_norm: float,
+) -> None:
+    """One step on ``loss``: zero the gradients, backpropagate, average them across ranks
+    (``average_gradients``), clip their global norm to ``max_grad_norm``, step every optimizer."""
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    average_gradients(params)
+    nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
+    for opt in optimizers:
+        opt.step()
 
 
 def average_gradients(params: list[nn.Parameter]) -> None:

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from puffer import dist
+from puffer.checks import positive_int
+from puffer.device import resolve_device
 from puffer.env import VecEnv
 from puffer.policy import Policy, State
 from puffer.ppo import loss as L
@@ -33,23 +34,12 @@ from puffer.ppo.async_batches import AsyncBatches
 from puffer.ppo.buffer import ExperienceBuffer, Minibatch
 from puffer.ppo.config import PPOConfig
 from puffer.ppo.episodes import EpisodeStats
+from puffer.ppo.loss import LOSS_KEYS
 from puffer.ppo.normalize import RewardNorm
-from puffer.ppo.optimizers import average_gradients, make_optimizers
+from puffer.ppo.optimizers import gradient_step, make_optimizers, set_learning_rate
+from puffer.ppo.sampling import minibatch_indices
 
-__all__ = ["NonFiniteLossError", "Trainer", "resolve_device", "train"]
-
-LOSS_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; the policy was not updated with it."""
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+__all__ = ["Trainer", "train"]
 
 
 class Trainer:
@@ -77,9 +67,7 @@ class Trainer:
         torch_threads: int | None = None,
     ):
         config.validate(vecenv.num_envs)
-        if torch_threads is not None:
-            if torch_threads < 1:
-                raise ValueError(f"torch_threads={torch_threads!r} must be a positive int or None")
+        if positive_int("torch_threads", torch_threads, optional=True) is not None:
             torch.set_num_threads(int(torch_threads))
         self.config, self.vecenv, self.seed = config, vecenv, int(seed)
         self.device = resolve_device(device)
@@ -269,9 +257,7 @@ class Trainer:
         self._collected = False
         t0 = time.perf_counter()
         lr = self.learning_rate
-        for opt in self.optimizers:
-            for group in opt.param_groups:
-                group["lr"] = lr
+        set_learning_rate(self.optimizers, lr)
         buf = self.buffer
         mask = None if bool(buf.masks.all()) else buf.masks
         rewards, advantages = self._advantages()
@@ -320,7 +306,11 @@ class Trainer:
         totals, count = torch.zeros(len(LOSS_KEYS), device=self.device), 0
         traces = rewards if self.config.refresh_advantages else None
         packed, recurrent = self.buffer.pack(advantages, returns), self.policy.is_recurrent
-        for idx, weights in self._minibatch_indices(advantages):
+        progress = self.update_count / self.num_updates
+        batches = minibatch_indices(
+            self.config, advantages, progress, self.generator, self.shuffle_generator
+        )
+        for idx, weights in batches:
             mb = self.buffer.minibatch(idx, packed, mask, traces, recurrent=recurrent)
             stats = self._train_minibatch(mb, weights)
             if stats is None:
@@ -330,27 +320,6 @@ class Trainer:
         means = dist.all_mean(totals / count).tolist() if count else [math.nan] * len(LOSS_KEYS)
         return dict(zip(LOSS_KEYS, means))
 
-    def _minibatch_indices(
-        self, advantages: torch.Tensor
-    ) -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None]]:
-        """Every epoch's minibatches: ``(segment indices or None for all, importance weights)``."""
-        c, segments = self.config, self.buffer.segments
-        size = segments // c.num_minibatches
-        progress = min(self.update_count / self.num_updates, 1.0)
-        beta = c.prio_beta0 + (1 - c.prio_beta0) * progress
-        for _ in range(c.update_epochs):
-            if c.prio_alpha > 0:
-                for _ in range(c.num_minibatches):
-                    yield L.prioritized_segments(
-                        advantages, size, c.prio_alpha, beta, self.generator
-                    )
-            elif c.num_minibatches == 1:
-                yield None, None
-            else:
-                order = torch.randperm(segments, generator=self.shuffle_generator).to(self.device)
-                for m in range(c.num_minibatches):
-                    yield order[m * size : (m + 1) * size], None
-
     def _train_minibatch(self, mb: Minibatch, weights: torch.Tensor | None) -> torch.Tensor | None:
         """One gradient step; the loss stats (``LOSS_KEYS`` order), or None when the KL early stop
         fires (then no step is taken)."""
@@ -358,14 +327,8 @@ class Trainer:
         target_kl = self.config.target_kl
         if target_kl is not None and dist.all_mean(out.approx_kl).item() > target_kl:
             return None
-        self._check_finite(out)
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        average_gradients(self.params)  # across ranks, when torch.distributed is initialized
-        nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm, foreach=True)
-        for opt in self.optimizers:
-            opt.step()
+        L.check_finite(out, f"update {self.update_count + 1} (global_step {self.global_step})")
+        gradient_step(self.optimizers, self.params, out.loss, self.config.max_grad_norm)
         return torch.stack(out[1:])
 
     def _loss(self, mb: Minibatch, weights: torch.Tensor | None) -> L.PPOLoss:
@@ -398,16 +361,6 @@ class Trainer:
             mask=mb.mask,
             **self.loss_coefs,
         )
-
-    def _check_finite(self, out: L.PPOLoss) -> None:
-        if not math.isfinite(out.loss.item()):  # on CUDA a sync per minibatch
-            raise NonFiniteLossError(
-                f"PPO loss is {out.loss.item()} at update {self.update_count + 1} (global_step "
-                f"{self.global_step}): policy_loss={out.pg_loss.item()}, value_loss="
-                f"{out.v_loss.item()}, entropy={out.entropy.item()}. The policy was not updated "
-                "with it; lower ppo.learning_rate, enable ppo.normalize_rewards/"
-                "normalize_observations, or check the env for NaN/inf observations and rewards"
-            )
 
     # -- checkpoints: state_dict() / load_state_dict(state) / save(path, meta=) / load(path) ------
     # (see puffer.ppo.resume: bit-exact on the same machine; another device or env layout warns)
