@@ -25,14 +25,18 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m puffer.train env=cartpole $(ARGS)
 
+# Tests run in one worker process per core (pytest-xdist, at most 4): most of them wait on
+# subprocesses or run single-threaded torch, so two cores halve the wall time.
+XDIST := -n auto --maxprocesses 4
+
 test: $(STAMP) browser
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q $(XDIST) $(ARGS)
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow $(ARGS)
+	$(PY) -m pytest -q $(XDIST) -m slow $(ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m 'slow or not slow' $(ARGS)
+	$(PY) -m pytest -q $(XDIST) -m 'slow or not slow' $(ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/env_throughput.py
