@@ -26,8 +26,9 @@ train: $(STAMP)
 	$(PY) -m puffer.train env=cartpole $(ARGS)
 
 # Tests run in one worker process per core (pytest-xdist, at most 4): most of them wait on
-# subprocesses or run single-threaded torch, so two cores halve the wall time.
-XDIST := -n auto --maxprocesses 4
+# subprocesses or run single-threaded torch, so two cores halve the wall time. worksteal: a
+# worker that is done takes queued tests from a busy one (the slow suite has a few long tests).
+XDIST := -n auto --maxprocesses 4 --dist worksteal
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q $(XDIST) $(ARGS)
