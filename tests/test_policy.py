@@ -351,3 +351,24 @@ def test_lstm_sequence_runs_equal_the_step_reference_with_gradients(rate):
     torch.testing.assert_close(values_seq, values_ref)
     for a, b in zip(seq_grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_tanh_through_a_sigmoid_equals_torch_tanh_with_its_gradient():
+    """The MLP's Tanh on a large batch (the sigmoid form) against ``torch.tanh``: values within
+    float32 rounding, gradients ``1 - y^2`` alike; small batches take ``torch.tanh`` itself."""
+    from puffer.policy.layers import SIGMOID_TANH_MIN, Tanh
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(SIGMOID_TANH_MIN // 64, 64, generator=gen) * 4
+    x[0, :4] = torch.tensor([0.0, 1e-6, -30.0, 30.0])
+    x.requires_grad_()
+    weights = torch.randn(x.shape, generator=gen)
+    y = Tanh()(x)
+    (grad,) = torch.autograd.grad((y * weights).sum(), x)
+    y_ref = torch.tanh(x)
+    (grad_ref,) = torch.autograd.grad((y_ref * weights).sum(), x)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=3e-7)
+    torch.testing.assert_close(grad, grad_ref, rtol=0, atol=2e-6)
+    assert y.abs().max() <= 1.0
+    small = torch.randn(4, 8, generator=gen)
+    assert torch.equal(Tanh()(small), torch.tanh(small))

@@ -5,11 +5,49 @@ from __future__ import annotations
 import itertools
 import math
 
+import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "layer_init", "mlp"]
+__all__ = ["ACTIVATIONS", "Tanh", "layer_init", "mlp"]
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
+# From this many elements on, Tanh computes through a sigmoid (below it the extra ops cost more).
+SIGMOID_TANH_MIN = 8192
+
+
+class _SigmoidTanh(torch.autograd.Function):
+    """``tanh(x) = 2 sigmoid(2x) - 1``; the gradient is tanh's own, ``1 - y^2``."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        y = torch.mul(x, 2).sigmoid_().mul_(2).sub_(1)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+class Tanh(nn.Tanh):
+    """``nn.Tanh``, computed on large float32 CPU inputs as ``2 * sigmoid(2x) - 1`` (equal to
+    ``torch.tanh`` within 2.4e-7; torch's CPU ``tanh`` costs 3-4 sigmoids here: 1024 x 128
+    elements in 407 vs 130 us, one thread, measured). Small inputs, other devices and dtypes,
+    tracing and export use ``torch.tanh``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            x.numel() < SIGMOID_TANH_MIN
+            or x.dtype != torch.float32
+            or x.device.type != "cpu"
+            or torch.jit.is_tracing()
+            or torch.compiler.is_compiling()
+        ):
+            return torch.tanh(x)
+        return _SigmoidTanh.apply(x)
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
 
 
 def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:

@@ -121,6 +121,8 @@ class Trainer:
         # Between rollouts the trainer holds the batch awaiting actions: observations, env ids and
         # episode starts (numpy bool), plus the policy state of every row.
         self.pending: tuple[torch.Tensor, np.ndarray, np.ndarray] | None = None
+        self._obs_source: np.ndarray | None = None  # see _observations
+        self._obs_view: torch.Tensor | None = None
         self.state: State = None
         self.episodes = EpisodeStats(window=100)
         self._collected = False
@@ -199,7 +201,7 @@ class Trainer:
             next_obs, rewards, terminals, truncations, infos, _ = recv()
             t3 = time.perf_counter()
             self._store_results(t, rewards, terminals, truncations, infos)
-            obs = self.to_device(next_obs)
+            obs = self._observations(next_obs)
             times["forward"] += t1 - t0
             times["env"] += t3 - t2
         self.global_step += self.num_envs * self.world_size * self.config.horizon
@@ -236,6 +238,16 @@ class Trainer:
         index = torch.from_numpy(rows).to(self.device)
         state = None if state is None else tuple(s[index] for s in state)
         return self.policy(final_obs, state, None)[1]
+
+    def _observations(self, array: np.ndarray) -> torch.Tensor:
+        """``to_device(array)`` for the observations ``recv`` returned. A VecEnv that writes its
+        observations in place returns the same array every step: on the CPU its tensor view is
+        made once and reused (the buffer copies each step's observations in ``store_step``)."""
+        if self.device.type != "cpu":
+            return self.to_device(array)
+        if array is not self._obs_source:
+            self._obs_source, self._obs_view = array, torch.from_numpy(array)
+        return self._obs_view
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         """A numpy batch as a tensor on the device (zero-copy on the CPU)."""
