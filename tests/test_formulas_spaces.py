@@ -33,6 +33,9 @@ def test_discrete_and_multidiscrete_messages_name_where_and_what():
     assert message(Discrete(3).check, np.int64(5)) == (
         "action: value 5 out of range; expected a value of Discrete(3), got np.int64(5) (int64)"
     )
+    assert message(Discrete(3).check, 5) == (  # a Python int takes a fast path
+        "action: value 5 out of range; expected a value of Discrete(3), got 5 (int)"
+    )
     md = MultiDiscrete([2, 3])
     assert message(md.check, np.array([1, 3])) == (
         "action: value 3 out of range at index (1,); expected a value of MultiDiscrete([2, 3]), "
@@ -161,6 +164,11 @@ def test_box_repr_of_long_and_integer_bounds():
     assert repr(Box(low, low + 1)) == (
         "Box([0., 1., 2., ..., 7., 8., 9.], [ 1.,  2.,  3., ...,  8.,  9., 10.], (10,), float32)"
     )
+    nine = np.arange(9, dtype=np.float32)  # more than 8 values: summarised
+    assert repr(Box(nine, nine + 1)) == (
+        "Box([0., 1., 2., ..., 6., 7., 8.], [1., 2., 3., ..., 7., 8., 9.], (9,), float32)"
+    )
+    assert repr(Box(0, 100000, (2,), np.int64)) == "Box(0, 100000, (2,), int64)"  # not 1e+05
     eight = np.arange(8, dtype=np.float32)
     assert repr(Box(eight, eight + 1)).startswith("Box([0, 1, 2, 3, 4, 5, 6, 7], [1, 2,")
     assert repr(Box(np.array([0, 1]), np.array([5, 6]), dtype=np.int64)) == (
@@ -328,6 +336,39 @@ def test_from_gymnasium_errors_name_the_space_and_the_supported_ones():
     grid = gymnasium.spaces.MultiDiscrete([[2, 3], [4, 5]])
     assert message(from_gymnasium, grid).startswith(
         "from_gymnasium: only 1-D MultiDiscrete is supported, got MultiDiscrete([[2 3]"
+    )
+
+
+def test_dtype_nan_and_tensor_messages():
+    assert message(Discrete(3).check, np.float32(1.0)) == (
+        "action: wrong dtype float32, expected int64 (cast with .astype(np.int64)); expected a "
+        "value of Discrete(3), got np.float32(1.0) (float32)"
+    )
+    box = Box(0.0, 1.0, shape=(2,))
+    assert message(box.check, np.array(["a", "b"])) == (  # no cast hint for a float Box
+        "action: wrong dtype <U1, expected float32; expected a value of Box(0, 1, (2,), float32), "
+        "got ndarray(shape=(2,), dtype=<U1) ['a' 'b']"
+    )
+    assert message(box.check, np.array([0.5, np.nan], np.float32)) == (  # NaN: no ClipAction hint
+        "action: NaN at index (1,); expected a value of Box(0, 1, (2,), float32), got "
+        "ndarray(shape=(2,), dtype=float32) [0.5 nan]"
+    )
+    grad = torch.tensor([0.5, 2.0], requires_grad=True)  # a tensor is detached, not refused
+    assert message(box.check, grad).endswith("got Tensor(shape=(2,), dtype=float32) [0.5 2. ]")
+    assert message(MultiDiscrete([2] * 9).check, np.arange(9)).endswith(
+        "got ndarray(shape=(9,), dtype=int64) [0 1 ... 7 8]"  # 9 values: 2 at each end
+    )
+
+
+def test_constructors_broadcast_keep_dtypes_and_allow_one_value():
+    assert Discrete(1).sample() == 0 and 0 in Discrete(1)
+    assert Box(0.0, np.ones(3)).shape == (3,)  # the shape of the larger bound
+    assert Box(0, 255, (2,), np.uint8).low.dtype == np.uint8
+    md = MultiDiscrete([2, 3])
+    assert md.low.shape == (2,) and md.low.dtype == np.int64 and md.high.tolist() == [1, 2]
+    assert message(Box, np.zeros(2), np.ones(3)).startswith(
+        "Box: bounds of shape (2,) and (3,) do not fit shape=None; give scalars or arrays of that "
+        "shape ("
     )
 
 
