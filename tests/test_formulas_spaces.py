@@ -345,6 +345,9 @@ def test_dtype_nan_and_tensor_messages():
         "value of Discrete(3), got np.float32(1.0) (float32)"
     )
     box = Box(0.0, 1.0, shape=(2,))
+    assert message(Box(0, 3, (1,), np.int64).check, np.array([1.0])).startswith(
+        "action: wrong dtype float64, expected int64 (cast with .astype(np.int64)); expected"
+    )
     assert message(box.check, np.array(["a", "b"])) == (  # no cast hint for a float Box
         "action: wrong dtype <U1, expected float32; expected a value of Box(0, 1, (2,), float32), "
         "got ndarray(shape=(2,), dtype=<U1) ['a' 'b']"
