@@ -7,7 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from puffer.spaces import Box, Dict, Discrete, MultiDiscrete, Tuple, flatdim, flatten, flatten_space
+from puffer.spaces import (
+    Box,
+    Dict,
+    Discrete,
+    MultiBinary,
+    MultiDiscrete,
+    Tuple,
+    flat_dtype,
+    flatdim,
+    flatten,
+    flatten_space,
+    from_gymnasium,
+    unflatten,
+)
 
 
 def message(fn, *args) -> str:
@@ -19,6 +32,9 @@ def message(fn, *args) -> str:
 def test_discrete_and_multidiscrete_messages_name_where_and_what():
     assert message(Discrete(3).check, np.int64(5)) == (
         "action: value 5 out of range; expected a value of Discrete(3), got np.int64(5) (int64)"
+    )
+    assert message(Discrete(3).check, 5) == (  # a Python int takes a fast path
+        "action: value 5 out of range; expected a value of Discrete(3), got 5 (int)"
     )
     md = MultiDiscrete([2, 3])
     assert message(md.check, np.array([1, 3])) == (
@@ -126,6 +142,11 @@ def test_unbounded_box_samples_as_gymnasium():
     np.testing.assert_allclose(std, [1.0, 1.0, 1.0, 1 / np.sqrt(12)], atol=0.03)
     assert x[:, 1].min() >= 2.0 and x[:, 2].max() <= -1.0
     assert box.sample(np.random.default_rng(1)).shape == (4,)
+    # one sample draws each unbounded element on its own
+    one = Box(-inf, inf, shape=(100,)).sample(np.random.default_rng(2))
+    assert len(np.unique(one)) == 100 and abs(one.mean()) < 0.4 and 0.7 < one.std() < 1.3
+    half = Box(np.zeros(100), np.full(100, inf)).sample(np.random.default_rng(3))
+    assert len(np.unique(half)) == 100 and half.min() >= 0.0
 
 
 def test_bounded_box_samples_cover_their_range_and_integer_ends():
@@ -143,6 +164,11 @@ def test_box_repr_of_long_and_integer_bounds():
     assert repr(Box(low, low + 1)) == (
         "Box([0., 1., 2., ..., 7., 8., 9.], [ 1.,  2.,  3., ...,  8.,  9., 10.], (10,), float32)"
     )
+    nine = np.arange(9, dtype=np.float32)  # more than 8 values: summarised
+    assert repr(Box(nine, nine + 1)) == (
+        "Box([0., 1., 2., ..., 6., 7., 8.], [1., 2., 3., ..., 7., 8., 9.], (9,), float32)"
+    )
+    assert repr(Box(0, 100000, (2,), np.int64)) == "Box(0, 100000, (2,), int64)"  # not 1e+05
     eight = np.arange(8, dtype=np.float32)
     assert repr(Box(eight, eight + 1)).startswith("Box([0, 1, 2, 3, 4, 5, 6, 7], [1, 2,")
     assert repr(Box(np.array([0, 1]), np.array([5, 6]), dtype=np.int64)) == (
@@ -218,6 +244,135 @@ def test_flatten_space_and_mixed_torch_flatten():
         flatten(tup, {})
     with pytest.raises(ValueError, match=r"^cannot flatten .*: not a puffer space$"):
         flatdim(_NotASpace())
+
+
+def test_in_operator_and_hashes_of_equal_spaces():
+    assert np.int64(1) in Discrete(2) and 2 not in Discrete(2)
+    assert np.array([1, 2]) in MultiDiscrete([2, 3]) and np.array([2, 0]) not in MultiDiscrete(
+        [2, 3]
+    )
+    pairs = [
+        (Discrete(3, start=1), Discrete(3, start=1)),
+        (MultiDiscrete([2, 3]), MultiDiscrete(np.array([2, 3]))),
+        (MultiBinary((2, 3)), MultiBinary([2, 3])),
+        (Dict(a=Discrete(2), b=Discrete(3)), Dict({"a": Discrete(2), "b": Discrete(3)})),
+        (Tuple([Discrete(2)]), Tuple((Discrete(2),))),
+    ]
+    for a, b in pairs:
+        assert a == b and hash(a) == hash(b)
+    assert len({a for pair in pairs for a in pair}) == len(pairs)  # usable as set members
+
+
+def test_multibinary_is_seeded_zero_one_and_keeps_its_shape_in_gymnasium():
+    assert [MultiBinary(16, seed=4).sample().tolist() for _ in range(2)] == [
+        MultiBinary(16, seed=4).sample().tolist()
+    ] * 2
+    draws = MultiBinary(5).sample_batch(400, np.random.default_rng(0))
+    assert set(np.unique(draws)) == {0, 1}  # both values drawn, nothing else
+    assert np.array([0, 2, 1], np.int8) not in MultiBinary(3)
+    assert MultiBinary((2, 3)).to_gymnasium().shape == (2, 3)
+    assert MultiBinary(4).to_gymnasium().n == 4
+    # A Box of the same set is not a MultiBinary (it maps to another policy head).
+    assert MultiBinary(3) != Box(0, 1, shape=(3,), dtype=np.int8)
+
+
+def test_composites_iterate_in_order_and_check_batch_wants_a_dict():
+    assert list(Dict(b=Discrete(2), a=Discrete(3))) == ["b", "a"]
+    subs = [Discrete(2), Discrete(3)]
+    assert list(Tuple(subs)) == subs
+    d = Dict(a=Discrete(2), b=Discrete(3))
+    assert message(d.check_batch, ["a", "b"], 2).startswith(
+        "actions: expected a dict with keys ['a', 'b']; expected a value of Dict("
+    )
+    assert message(d.check_batch, {"a": np.array([0, 1])}, 2).startswith(
+        "actions: expected a dict with keys ['a', 'b']"
+    )
+
+
+def test_unflatten_rounds_integer_leaves_to_the_nearest_value():
+    space = Tuple([Discrete(5), Box(-3, 3, shape=(2,), dtype=np.int64), Box(0.0, 1.0, shape=())])
+    out = unflatten(space, np.array([2.9999, -1.6, 1.4, 0.75], np.float32))
+    assert out[0] == 3 and out[0].dtype == np.int64
+    assert out[1].tolist() == [-2, 1] and out[1].dtype == np.int64
+    assert out[2] == np.float32(0.75)
+
+
+def test_flat_dtype_is_uint8_only_for_uint8_images_with_small_integers():
+    gray, rgb = Box(0, 255, shape=(4, 4), dtype=np.uint8), Box(0, 255, (2, 2, 3), np.uint8)
+    assert flat_dtype(Dict(image=gray, d=Discrete(4))) == np.uint8  # 2 axes: an image
+    assert flat_dtype(Tuple([rgb, MultiDiscrete([256])])) == np.uint8
+    assert flat_dtype(Dict(image=gray, d=Discrete(257))) == np.float32  # 256 does not fit
+    assert flat_dtype(Dict(image=gray, v=Box(0.0, 1.0, shape=(2,)))) == np.float32  # a float leaf
+    assert flat_dtype(Dict(image=gray, v=Box(-1, 1, shape=(2,), dtype=np.int8))) == np.float32
+    assert flat_dtype(Box(0, 255, shape=(3,), dtype=np.uint8)) == np.float32  # a vector, no image
+    assert flat_dtype(Box(0, 255, shape=(4, 4), dtype=np.int64)) == np.float32  # not uint8
+
+
+def test_torch_flatten_keeps_uint8_device_and_unbatched_values():
+    image = Dict(image=Box(0, 255, shape=(2, 2), dtype=np.uint8), d=Discrete(4))
+    out = flatten(image, {"image": torch.full((2, 2), 200, dtype=torch.uint8), "d": 3})
+    assert out.dtype == torch.uint8 and out.tolist() == [200, 200, 200, 200, 3]
+    tup = Tuple([Discrete(2), Discrete(3)])
+    out = flatten(tup, (torch.tensor(1), 2))  # a torch leaf and a Python int, no batch axis
+    assert out.shape == (2,) and out.tolist() == [1.0, 2.0]
+    meta = flatten(tup, (torch.zeros(3, dtype=torch.int64, device="meta"), np.array([0, 1, 2])))
+    assert meta.device.type == "meta" and meta.shape == (
+        3,
+        2,
+    )  # numpy leaves join the tensor's device
+    with pytest.raises(ValueError, match=r"^flatten: expected a tuple of 2 values, got \(1,\)$"):
+        flatten(tup, (1,))
+    with pytest.raises(ValueError, match=r"^flatten: expected a dict with keys \['image', 'd'\]"):
+        flatten(image, {"image": np.zeros((2, 2), np.uint8)})
+
+
+def test_from_gymnasium_errors_name_the_space_and_the_supported_ones():
+    import gymnasium
+
+    assert message(from_gymnasium, gymnasium.spaces.Text(5)) == (
+        "from_gymnasium: Text is not supported "
+        "(use Discrete, MultiDiscrete, MultiBinary, Box, Dict or Tuple)"
+    )
+    grid = gymnasium.spaces.MultiDiscrete([[2, 3], [4, 5]])
+    assert message(from_gymnasium, grid).startswith(
+        "from_gymnasium: only 1-D MultiDiscrete is supported, got MultiDiscrete([[2 3]"
+    )
+
+
+def test_dtype_nan_and_tensor_messages():
+    assert message(Discrete(3).check, np.float32(1.0)) == (
+        "action: wrong dtype float32, expected int64 (cast with .astype(np.int64)); expected a "
+        "value of Discrete(3), got np.float32(1.0) (float32)"
+    )
+    box = Box(0.0, 1.0, shape=(2,))
+    assert message(Box(0, 3, (1,), np.int64).check, np.array([1.0])).startswith(
+        "action: wrong dtype float64, expected int64 (cast with .astype(np.int64)); expected"
+    )
+    assert message(box.check, np.array(["a", "b"])) == (  # no cast hint for a float Box
+        "action: wrong dtype <U1, expected float32; expected a value of Box(0, 1, (2,), float32), "
+        "got ndarray(shape=(2,), dtype=<U1) ['a' 'b']"
+    )
+    assert message(box.check, np.array([0.5, np.nan], np.float32)) == (  # NaN: no ClipAction hint
+        "action: NaN at index (1,); expected a value of Box(0, 1, (2,), float32), got "
+        "ndarray(shape=(2,), dtype=float32) [0.5 nan]"
+    )
+    grad = torch.tensor([0.5, 2.0], requires_grad=True)  # a tensor is detached, not refused
+    assert message(box.check, grad).endswith("got Tensor(shape=(2,), dtype=float32) [0.5 2. ]")
+    assert message(MultiDiscrete([2] * 9).check, np.arange(9)).endswith(
+        "got ndarray(shape=(9,), dtype=int64) [0 1 ... 7 8]"  # 9 values: 2 at each end
+    )
+
+
+def test_constructors_broadcast_keep_dtypes_and_allow_one_value():
+    assert Discrete(1).sample() == 0 and 0 in Discrete(1)
+    assert Box(0.0, np.ones(3)).shape == (3,)  # the shape of the larger bound
+    assert Box(0, 255, (2,), np.uint8).low.dtype == np.uint8
+    md = MultiDiscrete([2, 3])
+    assert md.low.shape == (2,) and md.low.dtype == np.int64 and md.high.tolist() == [1, 2]
+    assert message(Box, np.zeros(2), np.ones(3)).startswith(
+        "Box: bounds of shape (2,) and (3,) do not fit shape=None; give scalars or arrays of that "
+        "shape ("
+    )
 
 
 class _NotASpace(Dict):
