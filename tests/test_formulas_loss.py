@@ -259,3 +259,34 @@ def test_prioritized_sampling_keeps_zero_advantage_segments_drawable_and_is_seed
     torch.manual_seed(456)  # the global RNG plays no part
     second = L.prioritized_segments(big, 8, 0.6, 0.4, torch.Generator().manual_seed(7))[0]
     assert first.tolist() == second.tolist()
+
+
+def test_unclipped_value_loss_counts_only_masked_steps():
+    new, old, ret = t([1.0, 0.0, 2.0]), t([0.0, 0.0, 2.5]), t([3.0, -1.0, 12.0])
+    mask = t([True, True, False], torch.bool)  # the third step's error of 100 does not count
+    assert L.value_loss(new, old, ret, None, mask).item() == pytest.approx(0.5 * (4 + 1) / 2)
+
+
+def test_clipfrac_counts_ratios_strictly_outside_the_clip_range():
+    """CleanRL: ``((ratio - 1).abs() > clip_coef).mean()``: with clip 0 an unchanged policy (ratio 1)
+    is not clipped, one whose ratio moved is."""
+    lp = t([0.0, 0.0, 0.0, 0.0])
+    moved = t([0.0, 0.0, 0.1, -0.1])
+    zeros, ones = torch.zeros(4), torch.ones(4)
+    coefs = dict(clip_coef=0.0, vf_clip_coef=None, ent_coef=0.0, vf_coef=0.5)
+    assert L.ppo_loss(lp, lp, zeros, zeros, zeros, ones, zeros, **coefs).clipfrac.item() == 0.0
+    assert L.ppo_loss(moved, lp, zeros, zeros, zeros, ones, zeros, **coefs).clipfrac.item() == 0.5
+
+
+def test_a_non_finite_loss_names_where_the_terms_and_the_fixes():
+    nan = torch.tensor(float("nan"))
+    out = L.PPOLoss(nan, t(1.5), nan, t(0.25), t(0.0), t(0.0))
+    with pytest.raises(L.NonFiniteLossError) as e:
+        L.check_finite(out, "update 3 (global_step 4096)")
+    assert str(e.value) == (
+        "PPO loss is nan at update 3 (global_step 4096): policy_loss=1.5, value_loss=nan, "
+        "entropy=0.25. The policy was not updated with it; lower ppo.learning_rate, enable "
+        "ppo.normalize_rewards/normalize_observations, or check the env for NaN/inf observations "
+        "and rewards"
+    )
+    L.check_finite(L.PPOLoss(t(1.0), t(1.5), t(0.5), t(0.25), t(0.0), t(0.0)), "anywhere")
