@@ -53,18 +53,24 @@ def _gym_env() -> gymnasium.Env:
 # --- env steps/s -----------------------------------------------------------------------------------
 
 
+def _timed_steps(step: Callable[[Any], Any], pool: list[Any], steps: int) -> float:
+    """Env steps per second of ``steps`` calls of ``step`` with the action batches of ``pool``
+    in turn, after 10 untimed calls."""
+    for i in range(10):
+        step(pool[i % len(pool)])
+    start = time.perf_counter()
+    for i in range(steps):
+        step(pool[i % len(pool)])
+    return steps * NUM_ENVS / (time.perf_counter() - start)
+
+
 def puffer_env_sps(steps: int) -> float:
     creator = functools.partial(make_atari, GAME)
     with V.make(creator, NUM_ENVS, "multiprocessing", num_workers=2, seed=0) as vec:
         rng = np.random.default_rng(0)
         vec.reset()
         pool = [vec.single_action_space.sample_batch(NUM_ENVS, rng) for _ in range(64)]
-        for i in range(10):
-            vec.step(pool[i % 64])
-        start = time.perf_counter()
-        for i in range(steps):
-            vec.step(pool[i % 64])
-        return steps * NUM_ENVS / (time.perf_counter() - start)
+        return _timed_steps(vec.step, pool, steps)
 
 
 def gym_env_sps(kind: type, steps: int) -> float:
@@ -73,12 +79,7 @@ def gym_env_sps(kind: type, steps: int) -> float:
         envs.reset(seed=0)
         rng = np.random.default_rng(0)
         pool = [rng.integers(0, 4, NUM_ENVS) for _ in range(64)]
-        for i in range(10):
-            envs.step(pool[i % 64])
-        start = time.perf_counter()
-        for i in range(steps):
-            envs.step(pool[i % 64])
-        return steps * NUM_ENVS / (time.perf_counter() - start)
+        return _timed_steps(envs.step, pool, steps)
     finally:
         envs.close()
 
