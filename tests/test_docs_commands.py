@@ -1,10 +1,11 @@
 """Every shell command of README.md and docs/*.md runs as the page says, in reading order.
 
-The commands run one after another (README.md first, then docs/*.md by name), as a reader who
-follows the pages would, in a fresh copy of the repository's tracked files (``outputs/`` and
-``multirun_sweeps/`` start empty; ``.venv`` links to this checkout's), with this interpreter's
-``bin`` first on PATH. Each must exit as its page says. What is run and how, all of it visible in
-the pages:
+Each page's commands run one after another, as a reader who follows the page would, in a fresh
+copy of the repository's tracked files (``outputs/`` and ``multirun_sweeps/`` start empty;
+``.venv`` links to this checkout's), with this interpreter's ``bin`` first on PATH. Each must exit
+as its page says. Pages run side by side, each in its own copy, except that a page which uses the
+runs another page made says so (``after``) and runs after that page in its copy. What is run and
+how, all of it visible in the pages:
 
 - Every line of a ```bash block is a command (``\\`` continues a line; a trailing `` # comment``
   is dropped). Other fences (```text, ```python) are not run.
@@ -14,6 +15,7 @@ the pages:
       <!-- docs-test: skip `PREFIX`: REASON -->    not run here (a server, the network, CUDA, ...)
       <!-- docs-test: exit N `PREFIX` -->          the page says it fails: expect exit code N
       <!-- docs-test: file NAME -->                the next ```python block is saved as NAME
+      <!-- docs-test: after PAGE -->               (anywhere) this page runs after PAGE, in its copy
 
 - Budgets shrink without touching what the reader sees (``shrink``): each ``python -m
   puffer.train``, ``puffer train`` and ``make train`` command gets ``ppo.total_timesteps=4096``
@@ -43,7 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 MARKER = re.compile(
-    r"^<!--\s*docs-test:\s*(?P<action>skip|exit\s+(?P<code>\d+)|file\s+(?P<file>\S+))"
+    r"^<!--\s*docs-test:\s*"
+    r"(?P<action>skip|exit\s+(?P<code>\d+)|file\s+(?P<file>\S+)|after\s+(?P<after>\S+))"
     r"\s*(?:`(?P<prefix>[^`]+)`)?\s*(?::\s*(?P<reason>.*?))?\s*-->\s*$"
 )
 FENCE = re.compile(r"^```(\w*)\s*$")
@@ -139,7 +142,9 @@ def parse(path: Path) -> list[Command | File]:
         where = f"{page}:{i + 1}"
         marker = _marker(lines[i], where)
         fence = FENCE.match(lines[i])
-        if marker is not None:
+        if marker is not None and marker.action == "after":
+            pass  # page-level: see chains()
+        elif marker is not None:
             markers.append(marker)
         elif fence is not None:
             lang, start = fence.group(1), i + 1
@@ -176,6 +181,34 @@ def _block(
 def all_items(docs: list[Path] = DOCS) -> list[Command | File]:
     """Every page's commands and files, README.md first, then docs/*.md by name."""
     return [item for path in docs if path.is_file() for item in parse(path)]
+
+
+def after(path: Path) -> str | None:
+    """The page ``path`` runs after (its ``<!-- docs-test: after PAGE -->``), or None."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    named = [m["after"] for m in map(MARKER.match, lines) if m and m["after"]]
+    if len(named) > 1:
+        raise ValueError(f"{path.name}: more than one docs-test `after` marker: {named}")
+    return named[0] if named else None
+
+
+def chains(docs: list[Path] = DOCS) -> list[list[Path]]:
+    """The pages grouped into chains that share one workspace, each page after the page it names.
+
+    Raises ValueError for an ``after`` that names no page before it in ``docs``."""
+    chain_of: dict[str, list[Path]] = {}
+    out: list[list[Path]] = []
+    for path in docs:
+        name = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+        first = after(path)
+        if first is None:
+            out.append([path])
+        elif first in chain_of:
+            chain_of[first].append(path)
+        else:
+            raise ValueError(f"{name}: `after {first}` names no page before it")
+        chain_of[name] = out[-1] if first is None else chain_of[first]
+    return out
 
 
 def shrink(command: str) -> str:
@@ -315,20 +348,39 @@ def run(item: Command | File, workdir: Path) -> str | None:
     )
 
 
+def _runnable(chain: list[Path]) -> list[Command | File]:
+    items = all_items(chain)
+    return [i for i in items if not (isinstance(i, Command) and i.skip)]
+
+
+CHAINS = [c for c in chains() if any(isinstance(i, Command) for i in _runnable(c))]
+
+
+def test_enough_documented_commands_run():
+    runnable = [i for c in CHAINS for i in _runnable(c) if isinstance(i, Command)]
+    assert len(runnable) >= 30 and len(CHAINS) >= 3
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # ~50 commands of seconds each; each also has its own TIMEOUT
-def test_every_documented_command_runs_as_the_page_says(tmp_path):
-    items = all_items()
-    assert sum(isinstance(i, Command) and i.skip is None for i in items) >= 30
+@pytest.mark.timeout(1800)  # up to ~40 commands of seconds each; each also has its own TIMEOUT
+@pytest.mark.parametrize("chain", CHAINS, ids=lambda c: "+".join(p.name for p in c))
+def test_every_documented_command_runs_as_the_page_says(chain, tmp_path):
     workdir = workspace(tmp_path / "repo")
-    failures = [
-        f
-        for item in items
-        if not (isinstance(item, Command) and item.skip)
-        for f in [run(item, workdir)]
-        if f
-    ]
+    failures = [f for item in _runnable(chain) for f in [run(item, workdir)] if f]
     assert not failures, "\n\n".join(failures)
+
+
+def test_a_page_runs_after_the_page_it_names(tmp_path):
+    pages = [tmp_path / n for n in ("a.md", "b.md", "c.md")]
+    pages[0].write_text("```bash\nls\n```\n")
+    pages[1].write_text("<!-- docs-test: after c.md -->\n```bash\nls\n```\n")
+    pages[2].write_text("<!-- docs-test: after a.md -->\n")
+    with pytest.raises(ValueError, match=r"b\.md: `after c\.md` names no page before it"):
+        chains(pages)
+    assert chains([pages[0], pages[2]]) == [[pages[0], pages[2]]]
+    pages[1].write_text("<!-- docs-test: after a.md -->\n```bash\nls\n```\n")
+    assert chains(pages) == [[pages[0], pages[1], pages[2]]]
+    assert [i.text for i in parse(pages[1])] == ["ls"]  # the marker is not a block's
 
 
 # -- the parser, shrinking and placeholders (fast) ----------------------------------------------

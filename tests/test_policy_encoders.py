@@ -190,13 +190,19 @@ NETS = textwrap.dedent(
 )
 
 
-def test_custom_policy_from_the_command_line(helpers, tmp_path):
-    (tmp_path / "my_nets.py").write_text(NETS)
-    args = ["policy=custom", "policy._target_=my_nets.TwoTrunks", "+policy.kwargs.hidden=12"]
+def train_with_module(helpers, tmp_path, module: str, source: str, *args: str):
+    """The run dir of a completed tiny ``python -m puffer.train`` with ``module.py`` in its cwd."""
+    (tmp_path / f"{module}.py").write_text(source)
     proc = helpers.run_module("puffer.train", *helpers.TINY, *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     run_dir = helpers.only_run(tmp_path)
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    return run_dir
+
+
+def test_custom_policy_from_the_command_line(helpers, tmp_path):
+    args = ["policy=custom", "policy._target_=my_nets.TwoTrunks", "+policy.kwargs.hidden=12"]
+    run_dir = train_with_module(helpers, tmp_path, "my_nets", NETS, *args)
     assert "_target_: my_nets.TwoTrunks" in (run_dir / ".hydra" / "config.yaml").read_text()
     proc = helpers.run_module("puffer.eval", f"run={run_dir}", "episodes=2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -344,9 +350,11 @@ from puffer.spaces import Box, Discrete
 
 
 def test_cnn_policy_from_the_command_line_on_uint8_frames(helpers, tmp_path):
-    (tmp_path / "pixels.py").write_text(PIXEL_ENV)
     args = ["env=custom", "env.creator=pixels:FindTheLight", "policy=cnn_lstm"]
-    proc = helpers.run_module("puffer.train", *helpers.TINY, *args, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    run_dir = helpers.only_run(tmp_path)
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    run_dir = train_with_module(helpers, tmp_path, "pixels", PIXEL_ENV, *args)
+    from puffer import checkpoint
+
+    latest = checkpoint.CheckpointDir(run_dir / "checkpoints").latest()
+    weights = checkpoint.policy_state(checkpoint.load(latest))
+    kernels = [k for k, w in weights.items() if getattr(w, "ndim", 0) == 4]  # (out, in, h, w)
+    assert kernels and any("lstm" in k or "core" in k for k in weights), list(weights)
