@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,18 +173,25 @@ def _to_onnx(module: nn.Module, example: tuple, path: Path, inputs: list, output
     program.save(str(path))
 
 
-def run_exported(path: Path, fmt: str, inputs: list[str], args: tuple[np.ndarray, ...]) -> list:
-    """Outputs of an exported file on numpy ``args`` (onnxruntime for ONNX, torch.jit otherwise)."""
+def load_exported(
+    path: Path, fmt: str, inputs: list[str]
+) -> Callable[[tuple[np.ndarray, ...]], list[np.ndarray]]:
+    """A function from numpy inputs (in ``inputs`` order) to the numpy outputs of the exported
+    file: an onnxruntime session for ONNX, a ``torch.jit`` module otherwise, loaded once."""
     if fmt == "onnx":
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session.run(None, dict(zip(inputs, args)))
+        return lambda args: session.run(None, dict(zip(inputs, args)))
     import torch
 
     loaded = torch.jit.load(str(path))
-    with torch.no_grad():
-        return [o.numpy() for o in loaded(*(torch.as_tensor(a) for a in args))]
+
+    def run(args: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [o.numpy() for o in loaded(*(torch.as_tensor(a) for a in args))]
+
+    return run
 
 
 def check_export(module: nn.Module, path: Path, fmt: str, inputs: list[str]) -> None:
@@ -194,7 +202,7 @@ def check_export(module: nn.Module, path: Path, fmt: str, inputs: list[str]) -> 
     args = tuple(a.numpy() for a in _example(module.policy, batch=5))
     with torch.no_grad():
         want = [o.numpy() for o in module(*(torch.as_tensor(a) for a in args))]
-    got = run_exported(path, fmt, inputs, args)
+    got = load_exported(path, fmt, inputs)(args)
     for name, g, w in zip(io_names(len(inputs) > 1)[1], got, want):
         same = np.array_equal(g, w) if w.dtype.kind in "iub" else np.allclose(g, w, atol=1e-4)
         if g.shape != w.shape or not same:

@@ -47,6 +47,7 @@ def _play(run_dir: Path, policy, fmt: str, path: Path, steps: int = 40) -> int:
     _, _, cfg = export.load_policy(run_dir)
     vecenv = build.make_vecenv(cfg, num_envs=4, backend="serial")
     inputs, _ = export.io_names(policy.is_recurrent)
+    exported = export.load_exported(path, fmt, inputs)
     try:
         obs, _ = vecenv.reset(7)
         state = policy.initial_state(4, torch.device("cpu"))
@@ -55,7 +56,7 @@ def _play(run_dir: Path, policy, fmt: str, path: Path, steps: int = 40) -> int:
                 _, value, _ = policy(torch.as_tensor(obs), state)
             actions, next_state = policy.predict(obs, state, deterministic=True)
             feed = (obs, *(s.numpy() for s in state)) if state is not None else (obs,)
-            got = export.run_exported(path, fmt, inputs, feed)
+            got = exported(feed)
             if actions.dtype.kind == "f":  # Box: the clipped Gaussian mean
                 np.testing.assert_allclose(got[0], actions, atol=1e-5)
             else:
