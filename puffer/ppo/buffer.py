@@ -12,10 +12,14 @@ reaches the device tensors in one copy per rollout (``upload``).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from puffer.env import VecEnv
+    from puffer.policy import Policy, State
 
 __all__ = ["ExperienceBuffer", "Minibatch"]
 
@@ -104,10 +108,36 @@ class ExperienceBuffer:
         for name, tensor in self._host.items():
             setattr(self, f"host_{name}", tensor.numpy())  # the same memory, written per step
 
+    @classmethod
+    def for_rollout(
+        cls, vecenv: VecEnv, policy: Policy, horizon: int, device: torch.device
+    ) -> ExperienceBuffer:
+        """The buffer of one rollout of ``policy`` on ``vecenv``: a segment per env row, the
+        env's observation shape and dtype, the action head's, the policy's recurrent state."""
+        space, head = vecenv.single_observation_space, policy.head
+        return cls(
+            vecenv.num_envs,
+            horizon,
+            space.shape,
+            space.dtype,
+            head.action_shape,
+            head.action_dtype,
+            policy.initial_state(1, device),
+            device,
+        )
+
     @property
     def size(self) -> int:
         """Steps held: ``segments * horizon``."""
         return self.segments * self.horizon
+
+    def start_segments(self, starts: np.ndarray, state: State) -> None:
+        """Begin a synchronous rollout: ``starts`` ``(segments,)`` bool marks the rows whose first
+        observation begins an episode; ``state`` (the policy state of every row, or None) is each
+        segment's ``initial_state``."""
+        self.host_starts[0] = starts
+        for initial, row_state in zip(self.initial_state, state or ()):
+            initial.copy_(row_state)
 
     def store_step(
         self,
@@ -121,6 +151,17 @@ class ExperienceBuffer:
         the policy's outputs, fresh tensors, are kept and stacked into place by ``finish``."""
         self._obs_steps[t].copy_(obs)
         self._steps.append((action, log_prob, value))
+
+    def store_results(
+        self, t: int, rewards: np.ndarray, terminals: np.ndarray, truncations: np.ndarray
+    ) -> None:
+        """What the env returned for step ``t`` of every segment (``(segments,)`` each); where an
+        episode ended, the observation of step ``t + 1`` starts the next one."""
+        self.host_rewards[t] = rewards
+        self.host_terminals[t] = terminals
+        self.host_truncations[t] = truncations
+        if t + 1 < self.horizon:
+            np.logical_or(terminals, truncations, out=self.host_starts[t + 1])
 
     def store_rows(
         self,

@@ -51,6 +51,25 @@ class PPOConfig:
         """
         _validate(self, num_envs)
 
+    def advantage_coefs(self) -> dict[str, float]:
+        """The keyword arguments of ``puffer.ppo.advantage.compute_puff_advantage``."""
+        return dict(
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            rho_clip=self.vtrace_rho_clip,
+            c_clip=self.vtrace_c_clip,
+        )
+
+    def loss_coefs(self) -> dict[str, float | None]:
+        """The coefficients of ``puffer.ppo.loss.ppo_loss`` (``vf_clip_coef`` is None, no value
+        clipping, when ``clip_vloss`` is off)."""
+        return dict(
+            clip_coef=self.clip_coef,
+            vf_clip_coef=self.vf_clip_coef if self.clip_vloss else None,
+            ent_coef=self.ent_coef,
+            vf_coef=self.vf_coef,
+        )
+
 
 _SCHEDULES = ("linear", "cosine", "constant")
 _OPTIMIZERS = ("adam", "muon")

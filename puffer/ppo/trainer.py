@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from puffer import dist
-from puffer.checks import positive_int
-from puffer.device import resolve_device
+from puffer.device import HostToDevice, resolve_device, set_torch_threads
 from puffer.env import VecEnv
 from puffer.policy import Policy, State
 from puffer.ppo import loss as L
@@ -35,6 +34,7 @@ from puffer.ppo.buffer import ExperienceBuffer, Minibatch
 from puffer.ppo.config import PPOConfig
 from puffer.ppo.episodes import EpisodeStats
 from puffer.ppo.loss import LOSS_KEYS
+from puffer.ppo.metrics import PHASES, update_metrics
 from puffer.ppo.normalize import RewardNorm
 from puffer.ppo.optimizers import gradient_step, make_optimizers, set_learning_rate
 from puffer.ppo.sampling import minibatch_indices
@@ -67,10 +67,10 @@ class Trainer:
         torch_threads: int | None = None,
     ):
         config.validate(vecenv.num_envs)
-        if positive_int("torch_threads", torch_threads, optional=True) is not None:
-            torch.set_num_threads(int(torch_threads))
+        set_torch_threads(torch_threads)
         self.config, self.vecenv, self.seed = config, vecenv, int(seed)
         self.device = resolve_device(device)
+        self.to_device = HostToDevice(self.device)
         self.policy = policy.to(self.device)
         self.policy.obs_norm.enabled = config.normalize_observations
         self.optimizers = make_optimizers(config, self.policy)
@@ -85,30 +85,9 @@ class Trainer:
 
     def _build(self, config: PPOConfig, vecenv: VecEnv) -> None:
         """The buffer, the loss settings, the random streams and the rollout's carried state."""
-        space, head = vecenv.single_observation_space, self.policy.head
-        self.buffer = ExperienceBuffer(
-            self.num_envs,
-            config.horizon,
-            space.shape,
-            space.dtype,
-            head.action_shape,
-            head.action_dtype,
-            self.policy.initial_state(1, self.device),
-            self.device,
-        )
-        self.advantage = partial(
-            compute_puff_advantage,
-            gamma=config.gamma,
-            gae_lambda=config.gae_lambda,
-            rho_clip=config.vtrace_rho_clip,
-            c_clip=config.vtrace_c_clip,
-        )
-        self.loss_coefs = dict(
-            clip_coef=config.clip_coef,
-            vf_clip_coef=config.vf_clip_coef if config.clip_vloss else None,
-            ent_coef=config.ent_coef,
-            vf_coef=config.vf_coef,
-        )
+        self.buffer = ExperienceBuffer.for_rollout(vecenv, self.policy, config.horizon, self.device)
+        self.advantage = partial(compute_puff_advantage, **config.advantage_coefs())
+        self.loss_coefs = config.loss_coefs()
         self.reward_norm = None
         if config.normalize_rewards:
             self.reward_norm = RewardNorm(self.num_envs, config.gamma, self.device)
@@ -121,12 +100,10 @@ class Trainer:
         # Between rollouts the trainer holds the batch awaiting actions: observations, env ids and
         # episode starts (numpy bool), plus the policy state of every row.
         self.pending: tuple[torch.Tensor, np.ndarray, np.ndarray] | None = None
-        self._obs_source: np.ndarray | None = None  # see _observations
-        self._obs_view: torch.Tensor | None = None
         self.state: State = None
         self.episodes = EpisodeStats(window=100)
         self._collected = False
-        self.times = {"env": 0.0, "forward": 0.0, "rollout": 0.0}
+        self.times = dict.fromkeys(PHASES, 0.0)  # seconds of this update's phases
 
     @property
     def done(self) -> bool:
@@ -151,7 +128,7 @@ class Trainer:
         Returns ``{"env/<key>": mean}`` over the episodes that ended during the rollout.
         """
         self.episodes.new_rollout()
-        self.times = {"env": 0.0, "forward": 0.0, "rollout": 0.0}
+        self.times = dict.fromkeys(PHASES, 0.0)
         start = time.perf_counter()
         with torch.inference_mode():
             if self.async_batches is None:
@@ -178,10 +155,8 @@ class Trainer:
         """The synchronous rollout: every row acts at every step. Returns the bootstrap values."""
         buf, policy, head, masks = self.buffer, self.policy, self.policy.head, self.vecenv_masks()
         obs, _, starts = self.pending
-        buf.host_starts[0] = starts
         self.pending = None
-        for initial, state in zip(buf.initial_state, self.state or ()):
-            initial.copy_(state)  # each segment's policy state before its first step
+        buf.start_segments(starts, self.state)
         act, send, recv, times = policy.act, self.vecenv.send, self.vecenv.recv, self.times
         for t in range(self.config.horizon):
             if masks is not None:
@@ -200,8 +175,12 @@ class Trainer:
             send(actions)
             next_obs, rewards, terminals, truncations, infos, _ = recv()
             t3 = time.perf_counter()
-            self._store_results(t, rewards, terminals, truncations, infos)
-            obs = self._observations(next_obs)
+            buf.store_results(t, rewards, terminals, truncations)
+            if infos:
+                self.episodes.record(infos)
+            if truncations.any():
+                self._bootstrap_truncated(t, truncations)
+            obs = self.to_device.reused(next_obs)
             times["forward"] += t1 - t0
             times["env"] += t3 - t2
         self.global_step += self.num_envs * self.world_size * self.config.horizon
@@ -210,49 +189,14 @@ class Trainer:
         _, bootstrap, _ = policy(obs, self.state, self.to_device(starts))
         return bootstrap
 
-    def _store_results(
-        self,
-        t: int,
-        rewards: np.ndarray,
-        terminals: np.ndarray,
-        truncations: np.ndarray,
-        infos: dict[str, np.ndarray],
-    ) -> None:
-        """Record what the env returned for step ``t`` of every row."""
-        buf = self.buffer
-        buf.host_rewards[t] = rewards
-        buf.host_terminals[t] = terminals
-        buf.host_truncations[t] = truncations
-        if t + 1 < self.config.horizon:
-            np.logical_or(terminals, truncations, out=buf.host_starts[t + 1])
-        if infos:
-            self.episodes.record(infos)
-        if truncations.any():
-            rows = np.flatnonzero(truncations)
-            buf.next_values[rows, t] = self.final_values(rows, self.state)
-
-    def final_values(self, rows: np.ndarray, state: State) -> torch.Tensor:
-        """``V`` of the true final observations of the episodes truncated in ``rows``, each from
-        its row's policy ``state`` after the step (all rows' state, indexed by ``rows``)."""
+    def _bootstrap_truncated(self, t: int, truncations: np.ndarray) -> None:
+        """``next_values[:, t]`` of the rows whose episode was truncated at step ``t``: ``V`` of
+        the true final observation, from the row's policy state after the step."""
+        rows = np.flatnonzero(truncations)
         final_obs = self.to_device(self.vecenv.final_observations[rows])
         index = torch.from_numpy(rows).to(self.device)
-        state = None if state is None else tuple(s[index] for s in state)
-        return self.policy(final_obs, state, None)[1]
-
-    def _observations(self, array: np.ndarray) -> torch.Tensor:
-        """``to_device(array)`` for the observations ``recv`` returned. A VecEnv that writes its
-        observations in place returns the same array every step: on the CPU its tensor view is
-        made once and reused (the buffer copies each step's observations in ``store_step``)."""
-        if self.device.type != "cpu":
-            return self.to_device(array)
-        if array is not self._obs_source:
-            self._obs_source, self._obs_view = array, torch.from_numpy(array)
-        return self._obs_view
-
-    def to_device(self, array: np.ndarray) -> torch.Tensor:
-        """A numpy batch as a tensor on the device (zero-copy on the CPU)."""
-        tensor = torch.from_numpy(array)
-        return tensor if self.device.type == "cpu" else tensor.to(self.device, non_blocking=True)
+        state = None if self.state is None else tuple(s[index] for s in self.state)
+        self.buffer.next_values[rows, t] = self.policy(final_obs, state, None)[1]
 
     def vecenv_masks(self) -> np.ndarray | None:
         """The VecEnv's per-row live-agent mask, or None (all rows count) when it has none."""
@@ -267,7 +211,7 @@ class Trainer:
                 "Trainer.update() called without a new rollout: call rollout() first"
             )
         self._collected = False
-        t0 = time.perf_counter()
+        start = time.perf_counter()
         lr = self.learning_rate
         set_learning_rate(self.optimizers, lr)
         buf = self.buffer
@@ -280,23 +224,16 @@ class Trainer:
             observations = buf.observations if mask is None else buf.observations[mask]
             self.policy.obs_norm.update(observations.reshape(-1, self.policy.obs_dim))
         self.update_count += 1
-        learn = time.perf_counter() - t0
-        times = self.times
-        elapsed = times["rollout"] + learn
-        overhead = max(times["rollout"] - times["env"] - times["forward"], 0.0)
-        return {
-            "global_step": float(self.global_step),
-            "update": float(self.update_count),
-            "sps": buf.size * self.world_size / elapsed if elapsed > 0 else float("nan"),
-            "learning_rate": lr,
-            **{f"losses/{k}": v for k, v in losses.items()},
-            "losses/explained_variance": explained,
-            "time/env": times["env"],
-            "time/forward": times["forward"],
-            "time/overhead": overhead,
-            "time/learn": learn,
-            **self.episodes.means(),
-        }
+        self.times["learn"] = time.perf_counter() - start
+        return update_metrics(
+            global_step=self.global_step,
+            update=self.update_count,
+            steps=buf.size * self.world_size,
+            learning_rate=lr,
+            losses={**losses, "explained_variance": explained},
+            times=self.times,
+            episodes=self.episodes.means(),
+        )
 
     def _advantages(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The rollout's rewards (normalized if configured) and GAE advantages ``(S, T)``."""
