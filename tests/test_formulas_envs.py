@@ -8,7 +8,16 @@ import math
 import numpy as np
 import pytest
 
-from puffer.envs.cartpole import TAU, THETA_THRESHOLD, X_THRESHOLD, CartPoleVec
+from puffer.envs.cartpole import (
+    TAU,
+    THETA_THRESHOLD,
+    X_THRESHOLD,
+    CartPole,
+    CartPoleVec,
+    render_rgb,
+    render_text,
+    spaces,
+)
 
 
 def set_rows(env: CartPoleVec, states: list[tuple[float, float, float, float]]) -> None:
@@ -51,3 +60,119 @@ def test_cartpole_pole_past_the_angle_bound_terminates_that_row_only(sign):
     env.step(np.array([0, 0, 0]))
     assert env.terminals.tolist() == [False, True, False]
     assert math.isclose(env.final_observations[1, 2], theta + TAU * sign, rel_tol=1e-6)
+
+
+# -- the one-agent CartPole, continuous forces and the drawings --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "terminated"),
+    [
+        ((X_THRESHOLD, 0.0, 0.0, 0.0), False),  # exactly on a bound: still on the track (gymnasium)
+        ((-X_THRESHOLD, 0.0, 0.0, 0.0), False),
+        ((0.0, 0.0, THETA_THRESHOLD, 0.0), False),
+        ((0.0, 0.0, -THETA_THRESHOLD, 0.0), False),
+        ((X_THRESHOLD, 0.5, 0.0, 0.0), True),  # x = 2.4 + 0.02 * 0.5
+        ((-X_THRESHOLD, -0.5, 0.0, 0.0), True),
+        ((0.0, 0.0, -THETA_THRESHOLD, -0.5), True),
+    ],
+)
+def test_one_agent_cartpole_terminates_strictly_past_the_bounds(state, terminated):
+    env = CartPole(seed=0)
+    env.reset()
+    env.state = state  # the force changes only the velocities in this step (explicit Euler)
+    result = env.step(1)
+    assert result.terminated is terminated
+    assert result.observation[0] == np.float32(state[0] + TAU * state[1])
+
+
+@pytest.mark.parametrize("action", [-1.0, -0.25, 0.5, 1.0])
+def test_continuous_cartpole_pushes_with_ten_newtons_per_unit_of_action(action):
+    # From rest, theta = 0 (Florian 2005 with gymnasium's constants): temp = F / 1.1,
+    # thetaacc = -temp / (0.5 * (4/3 - 0.1 / 1.1)), xacc = temp - 0.05 * thetaacc / 1.1.
+    force = 10.0 * action
+    temp = force / 1.1
+    thetaacc = -temp / (0.5 * (4.0 / 3.0 - 0.1 / 1.1))
+    xacc = temp - 0.05 * thetaacc / 1.1
+    want = [0.0, TAU * xacc, 0.0, TAU * thetaacc]
+    vec = CartPoleVec(2, continuous=True, seed=0)
+    vec.reset()
+    set_rows(vec, [(0.0, 0.0, 0.0, 0.0)] * 2)
+    vec.step(np.array([[action], [0.0]], np.float32))
+    np.testing.assert_allclose(vec.physics[:, 0], want, rtol=1e-12, atol=1e-15)
+    assert vec.physics[:, 1].tolist() == [0.0, 0.0, 0.0, 0.0]  # no force, no motion
+    one = CartPole(continuous=True, seed=0)
+    one.reset()
+    one.state = (0.0, 0.0, 0.0, 0.0)
+    one.step(np.array([action], np.float32))
+    np.testing.assert_allclose(one.state, want, rtol=1e-12, atol=1e-15)
+
+
+def test_cartpole_spaces_are_float32_and_a_unit_box_when_continuous():
+    obs, act = spaces(continuous=True)
+    assert obs.dtype == np.float32 and act.dtype == np.float32 and act.shape == (1,)
+    assert (act.low == -1.0).all() and (act.high == 1.0).all()
+    high = np.array([2 * X_THRESHOLD, np.inf, 2 * THETA_THRESHOLD, np.inf], np.float32)
+    np.testing.assert_array_equal(obs.high, high)
+    np.testing.assert_array_equal(obs.low, -high)
+
+
+def _text(rows: dict[int, str], width: int = 61) -> list[str]:
+    """A 9-row text drawing: ``rows[i]`` (spaces elsewhere), row 8 the track."""
+    return [rows.get(i, " " * width) for i in range(8)] + ["=" * width]
+
+
+def test_text_drawing_of_an_upright_pole_in_the_middle():
+    pole = " " * 30 + "|" + " " * 30
+    want = _text({0: " " * 30 + "o" + " " * 30, **dict.fromkeys(range(1, 7), pole)})
+    want[7] = " " * 28 + "#####" + " " * 28  # the cart: 5 columns around column 30 = 2.4 * 12.5
+    assert render_text(0.0, 0.0) == "\n".join(want) + "\nx=+0.00  theta=+0.0 deg"
+
+
+@pytest.mark.parametrize(
+    ("theta", "lean", "first", "tip"), [(0.3, "/", 31, 34), (-0.3, "\\", 29, 26)]
+)
+def test_text_drawing_of_a_leaning_pole(theta, lean, first, tip):
+    # segment i at column 30 + round(2 i sin theta), row 7 - round(i cos theta): i = 1 -> row 6,
+    # i = 7 (the tip) -> 30 +- round(4.14) and row 7 - round(6.69) = 0
+    rows = render_text(theta, theta).splitlines()
+    cx = round((theta + 2.4) * 12.5)  # the cart moved with x = theta
+    first, tip = first + cx - 30, tip + cx - 30
+    assert rows[6][first] == lean and rows[0][tip] == "o"
+    assert (
+        rows[0].strip() == "o"
+        and rows[-1] == f"x={theta:+.2f}  theta={math.degrees(theta):+.1f} deg"
+    )
+
+
+@pytest.mark.parametrize(("x", "cart"), [(10.0, " " * 58 + "###"), (-10.0, "###" + " " * 58)])
+def test_text_drawing_clamps_the_cart_to_the_track(x, cart):
+    rows = render_text(x, 0.0).splitlines()
+    assert rows[7] == cart and rows[8] == "=" * 61 and rows[9].startswith(f"x={x:+.2f}")
+
+
+POLE = [202, 152, 101]
+
+
+def test_image_of_an_upright_pole_in_the_middle():
+    # 600 x 400, 125 px per metre: track row 300, cart rows 285-314 and columns 275-324, pole 10 px
+    # wide (columns 295-304) from row 293 up to row 293 - 125 = 168.
+    img = render_rgb(0.0, 0.0)
+    assert img.shape == (400, 600, 3) and img.dtype == np.uint8
+    assert (img[300] == 0).all()
+    assert (img[294:315, 275:325] == 0).all() and (img[285:294, 275:295] == 0).all()
+    white = img[[284, 315, 290, 290], [275, 275, 274, 325]]
+    assert (white == 255).all()
+    assert (img[168:294, 295:305] == POLE).all()
+    assert (img[168:285, [294, 305]] == 255).all() and (img[167, 295:305] == 255).all()
+
+
+def test_image_of_a_leaning_pole_and_of_carts_at_the_edges():
+    tip = render_rgb(0.0, 0.3)  # the tip at column 300 + 125 sin 0.3, row 293 - 125 cos 0.3
+    assert tip[int(293 - 125 * math.cos(0.3)), int(300 + 125 * math.sin(0.3))].tolist() == POLE
+    left = render_rgb(-X_THRESHOLD, 0.0)  # cart centre at column 0: only its right half shows
+    assert (left[285:315, 5:25] == 0).all() and (left[301:315, 25:40] == 255).all()
+    assert (left[168:294, 0:5] == POLE).all()
+    gone = render_rgb(3.0, 0.0)  # off the image: nothing but the track
+    rows = np.delete(gone, 300, axis=0)
+    assert (rows == 255).all() and (gone[300] == 0).all()

@@ -135,9 +135,8 @@ class CartPoleVec(NativeVecEnv):
         # dynamics() with every operation in place, in the same order (so the same rounding).
         x, x_dot, theta, theta_dot = self.physics
         force, cos, sin, temp, acc = self._tmp
-        if self.continuous:
-            np.clip(self.actions[:, 0], -1.0, 1.0, out=force)
-            force *= FORCE_MAG
+        if self.continuous:  # in [-1, 1]: VecEnv.send refuses other values (ClipAction clips)
+            np.multiply(self.actions[:, 0], FORCE_MAG, out=force)
         else:
             np.multiply(self.actions, 2 * FORCE_MAG, out=force)  # 0 -> -10, 1 -> +10, exactly
             force -= FORCE_MAG
@@ -217,7 +216,7 @@ class CartPole(PufferEnv):
 
     def step(self, action: Any) -> StepResult:
         if self.continuous:
-            force = FORCE_MAG * min(max(float(action[0]), -1.0), 1.0)
+            force = FORCE_MAG * float(action[0])  # in [-1, 1]: step() refuses other values
         else:
             force = FORCE_MAG if action == 1 else -FORCE_MAG
         self.state = x, _, theta, _ = dynamics(*self.state, force)
