@@ -176,3 +176,30 @@ def test_image_of_a_leaning_pole_and_of_carts_at_the_edges():
     gone = render_rgb(3.0, 0.0)  # off the image: nothing but the track
     rows = np.delete(gone, 300, axis=0)
     assert (rows == 255).all() and (gone[300] == 0).all()
+
+
+@pytest.mark.parametrize("one_agent", [False, True])
+def test_render_draws_x_and_theta_in_the_chosen_mode(one_agent):
+    state = (1.2, -3.0, 0.1, 4.0)  # x, x_dot, theta, theta_dot: only x and theta are drawn
+    for mode, draw in (("ansi", render_text), ("rgb_array", render_rgb)):
+        if one_agent:
+            env = CartPole(render_mode=mode, seed=0)
+            env.reset()
+            env.state = state
+        else:
+            env = CartPoleVec(2, render_mode=mode, seed=0)
+            env.reset()
+            set_rows(env, [(0.0, 0.0, 0.0, 0.0), state])
+        drawn = env.render() if one_agent else env.render(1)
+        np.testing.assert_array_equal(drawn, draw(1.2, 0.1))
+    assert CartPole().render_mode == CartPoleVec().render_mode == "ansi"
+
+
+def test_constructor_defaults_and_the_seeded_stream():
+    vec = CartPoleVec()
+    assert vec.num_envs == 1 and vec.state()["steps"].dtype == np.int64
+    # reset() without a seed draws from the stream the env was made with
+    first = [CartPole(seed=3).reset()[0] for _ in range(2)]
+    np.testing.assert_array_equal(*first)
+    expected = np.random.default_rng(3).uniform(-0.05, 0.05, size=4).astype(np.float32)
+    np.testing.assert_array_equal(first[0], expected)
