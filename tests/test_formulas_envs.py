@@ -203,3 +203,32 @@ def test_constructor_defaults_and_the_seeded_stream():
     np.testing.assert_array_equal(*first)
     expected = np.random.default_rng(3).uniform(-0.05, 0.05, size=4).astype(np.float32)
     np.testing.assert_array_equal(first[0], expected)
+
+
+def test_text_drawing_at_the_edges_and_of_a_fallen_pole():
+    left = render_text(-X_THRESHOLD, 0.0).splitlines()  # the cart at column 0: the pole too
+    assert all(left[r][0] == "|" for r in range(1, 7)) and left[0][0] == "o"
+    assert render_text(-X_THRESHOLD, -1.0).splitlines()[0].rstrip() == ""  # off the left edge
+    right = render_text(X_THRESHOLD, 0.3).splitlines()  # column 60 + 1 is off the right edge
+    assert right[6][-1] != "/" and right[7][-3:] == "###"
+    # theta = 1.5: cos = 0.07, so segment 1 sits on the cart's row (7): not drawn, the cart stays;
+    # theta = 1.0: segment i at row 7 - round(0.54 i), column 30 + round(1.68 i)
+    flat = render_text(0.0, 1.5).splitlines()
+    assert flat[7] == " " * 28 + "#####" + " " * 28
+    assert render_text(0.0, 1.0).splitlines()[3][42] == "o"  # i = 7: row 3, column 42
+    assert render_text(0.0, 0.003).splitlines()[1][30] == "|"  # 0.003 rounds to upright
+
+
+def test_image_edges():
+    left = render_rgb(-X_THRESHOLD, 0.0)
+    assert (left[294:315, 0] == 0).all()  # the cart's left half is cut at column 0
+    gone = np.delete(render_rgb(-3.0, 0.0), 300, axis=0)  # entirely off the left edge
+    assert (gone[:, 0] == 255).all()
+    right = render_rgb(X_THRESHOLD, 0.0)  # centre on column 600: the left half and pole show
+    assert (right[294:315, 575:600] == 0).all() and (right[168:294, 595:600] == POLE).all()
+    lean = render_rgb(0.0, 0.3)  # the pole ends 125 px from its base: nothing above its tip
+    assert not (lean[: int(293 - 125 * math.cos(0.3))] == POLE).all(-1).any()
+    short = render_rgb(0.0, 0.0, width=600, height=160)  # track row 120: the pole leaves the top
+    assert (short[0, 295:305] == POLE).all()
+    down = render_rgb(0.0, math.pi)  # hanging down, past the bottom edge
+    assert (down[399, 296:305] == POLE).all()
