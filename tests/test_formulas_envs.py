@@ -192,7 +192,10 @@ def test_render_draws_x_and_theta_in_the_chosen_mode(one_agent):
             set_rows(env, [(0.0, 0.0, 0.0, 0.0), state])
         drawn = env.render() if one_agent else env.render(1)
         np.testing.assert_array_equal(drawn, draw(1.2, 0.1))
+        if not one_agent:  # row 0 by default
+            np.testing.assert_array_equal(env.render(), draw(0.0, 0.0))
     assert CartPole().render_mode == CartPoleVec().render_mode == "ansi"
+    assert CartPole().render() == render_text(0.0, 0.0)  # before reset(): at rest, upright
 
 
 def test_constructor_defaults_and_the_seeded_stream():
@@ -215,6 +218,7 @@ def test_text_drawing_at_the_edges_and_of_a_fallen_pole():
     # theta = 1.0: segment i at row 7 - round(0.54 i), column 30 + round(1.68 i)
     flat = render_text(0.0, 1.5).splitlines()
     assert flat[7] == " " * 28 + "#####" + " " * 28
+    assert not "".join(flat[:7]).strip()  # all 7 segments round onto row 7; an 8th would not
     assert render_text(0.0, 1.0).splitlines()[3][42] == "o"  # i = 7: row 3, column 42
     assert render_text(0.0, 0.003).splitlines()[1][30] == "|"  # 0.003 rounds to upright
 
