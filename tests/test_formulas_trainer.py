@@ -377,6 +377,38 @@ def test_reward_normalization_across_rollouts_and_episode_ends():
     np.testing.assert_allclose(norm.returns.numpy(), g, rtol=1e-6)
 
 
+def test_reward_normalization_statistics_in_float64():
+    """The carried returns and the return statistics are float64: over many small float32 rewards
+    they match a float64 numpy computation to 1e-12 (float32 sums drift by ~1e-7)."""
+    from puffer.ppo.normalize import RewardNorm
+
+    gamma, S, T = 0.99, 2, 64
+    rewards = torch.full((S, T), 0.1) + torch.arange(T) * 1e-3  # float32
+    dones = torch.zeros(S, T, dtype=torch.bool)
+    norm = RewardNorm(S, gamma)
+    norm(rewards, dones)
+    r64, g, history = rewards.double().numpy(), np.zeros(S), []
+    for k in range(T):
+        g = gamma * g + r64[:, k]
+        history.append(g.copy())
+    state = norm.state_dict()
+    assert state["returns"].dtype == torch.float64
+    np.testing.assert_allclose(state["returns"].numpy(), g, rtol=1e-12)
+    np.testing.assert_allclose(state["mean"].numpy(), [np.mean(history)], rtol=1e-12)
+    np.testing.assert_allclose(state["var"].numpy(), [np.var(history)], rtol=1e-10)
+
+
+def test_reward_normalization_state_lives_on_its_device():
+    """``RewardNorm(device=...)`` keeps the carried returns and the statistics on that device
+    (``meta``: the only device besides the CPU here)."""
+    from puffer.ppo.normalize import RewardNorm
+
+    norm = RewardNorm(3, 0.9, device="meta")
+    tensors = [v for v in norm.state_dict().values() if isinstance(v, torch.Tensor)]
+    assert len(tensors) >= 6 and {v.device.type for v in tensors} == {"meta"}
+    assert norm.returns.shape == (3,)
+
+
 def test_reward_normalization_state_round_trip():
     """A RewardNorm restored from ``state_dict`` continues exactly as the original."""
     from puffer.ppo.normalize import RewardNorm
