@@ -422,3 +422,65 @@ def test_reward_normalization_state_round_trip():
     b.load_state_dict(a.state_dict())
     assert torch.equal(b.returns, a.returns) and b.returns.abs().sum() > 0
     torch.testing.assert_close(b(r, d), a(r, d), rtol=0, atol=0)
+
+
+# -- the experience buffer ---------------------------------------------------------------------------
+
+
+def experience_buffer(device="cpu"):
+    """3 segments of 4 steps, uint8 observations (2,), float32 actions (2,), one float64 state."""
+    from puffer.ppo.buffer import ExperienceBuffer
+
+    state = (torch.zeros(1, 5, dtype=torch.float64),)
+    return ExperienceBuffer(3, 4, (2,), np.uint8, (2,), torch.float32, state, device=device)
+
+
+def buffer_tensors(buf):
+    names = ("observations", "actions", "log_probs", "values", "rewards", "next_values")
+    names += ("terminals", "truncations", "starts", "masks")
+    return {name: getattr(buf, name) for name in names} | {"state": buf.initial_state[0]}
+
+
+def test_experience_buffer_shapes_and_dtypes():
+    """Defaults to the CPU; observations in the env's dtype, actions in the head's, with their
+    shapes; the recurrent state in its template's dtype; every step counts until told otherwise."""
+    from puffer.ppo.buffer import ExperienceBuffer
+
+    buf = ExperienceBuffer(3, 4, (2,), np.uint8, (2,), torch.float32, None)
+    assert buf.device == torch.device("cpu") and buf.initial_state == () and buf.size == 12
+    got = {k: (v.dtype, tuple(v.shape)) for k, v in buffer_tensors(experience_buffer()).items()}
+    f32, b = torch.float32, torch.bool
+    assert got == {
+        "observations": (torch.uint8, (3, 4, 2)),
+        "actions": (f32, (3, 4, 2)),
+        **{k: (f32, (3, 4)) for k in ("log_probs", "values", "rewards", "next_values")},
+        **{k: (b, (3, 4)) for k in ("terminals", "truncations", "starts", "masks")},
+        "state": (torch.float64, (3, 5)),
+    }
+    assert experience_buffer().masks.all() and experience_buffer().host_masks.all()
+
+
+def test_experience_buffer_lives_on_its_device():
+    """Every device tensor, the recurrent state included, is on the buffer's device (``meta``: the
+    only device besides the CPU here); the host rows stay on the CPU."""
+    buf = experience_buffer("meta")
+    assert {k: v.device.type for k, v in buffer_tensors(buf).items()} == dict.fromkeys(
+        buffer_tensors(buf), "meta"
+    )
+    assert buf.host_rewards.shape == (4, 3)  # numpy, time-major
+
+
+def test_experience_buffer_minibatch_gathers_recurrent_fields_only_when_asked():
+    """``minibatch`` gathers ``starts`` and the initial state of the chosen segments by default;
+    with ``recurrent=False`` they are empty."""
+    buf = experience_buffer()
+    starts = np.array([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 1]], bool)
+    buf.starts.copy_(torch.from_numpy(starts))
+    buf.initial_state[0].copy_(torch.arange(15.0).reshape(3, 5))
+    packed = buf.pack(torch.zeros(3, 4), torch.zeros(3, 4))
+    idx = torch.tensor([2, 0])
+    mb = buf.minibatch(idx, packed, None)
+    assert mb.starts.tolist() == starts[[2, 0]].tolist()
+    assert mb.initial_state[0].tolist() == [list(range(10, 15)), list(range(5))]
+    ff = buf.minibatch(idx, packed, None, recurrent=False)
+    assert ff.starts.shape == (0, 4) and ff.initial_state == ()
