@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 import puffer.policy as P
-from puffer.spaces import Box, Discrete, MultiDiscrete
+from puffer.policy import heads as H
+from puffer.spaces import Box, Discrete, MultiBinary, MultiDiscrete, Tuple
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -211,3 +212,173 @@ def test_encoder_and_core_overrides():
     assert lstm_mlp.is_recurrent and lstm_mlp.initial_state(2)[0].shape == (2, 9)
     plain = build(name="lstm", core="none")
     assert not plain.is_recurrent and plain.initial_state(2) is None
+
+
+# -- action heads on (batch, time, ...) parameters, generators, devices, init ----------------------
+
+HEAD_SPACES = {
+    "categorical": Discrete(3),
+    "multicategorical": MultiDiscrete([2, 3]),
+    "bernoulli": MultiBinary(3),
+    "gaussian": Box(-1.0, 1.0, shape=(2,)),
+}
+
+
+def np_log_sigmoid(z):
+    return -np.logaddexp(0.0, -z)
+
+
+def np_head_log_prob_entropy(name, params, action):
+    """Log-probability and entropy of ``action`` under the head ``name`` in numpy, any lead shape."""
+    if name == "categorical":
+        ref = np_log_softmax(params)
+        lp = np.take_along_axis(ref, action[..., None], -1)[..., 0]
+        return lp, -(np.exp(ref) * ref).sum(-1)
+    if name == "multicategorical":
+        a, b = np_log_softmax(params[..., :2]), np_log_softmax(params[..., 2:])
+        lp = np.take_along_axis(a, action[..., :1], -1)[..., 0]
+        lp = lp + np.take_along_axis(b, action[..., 1:], -1)[..., 0]
+        return lp, -(np.exp(a) * a).sum(-1) - (np.exp(b) * b).sum(-1)
+    if name == "bernoulli":
+        on, off = np_log_sigmoid(params), np_log_sigmoid(-params)
+        p = np.exp(on)
+        return np.where(action == 1, on, off).sum(-1), -(p * on + (1 - p) * off).sum(-1)
+    z = action - params  # gaussian with log_std 0
+    lp = (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return lp, np.full(params.shape[:-1], 2 * (0.5 + 0.5 * math.log(2 * math.pi)))
+
+
+@pytest.mark.parametrize("name", HEAD_SPACES)
+def test_head_on_batch_by_time_parameters(name):
+    """Parameters ``(B, T, P)``: sampled actions, their log-probabilities, ``log_prob_entropy`` and
+    the mode keep the ``(B, T)`` lead shape and match numpy."""
+    head = H.make_head(HEAD_SPACES[name], 4)
+    params = torch.randn(2, 3, head.linear.out_features, generator=torch.Generator().manual_seed(1))
+    params = params.double()
+    action, logp = head.sample(params, torch.Generator().manual_seed(2))
+    assert action.shape == (2, 3, *head.action_shape) and logp.shape == (2, 3)
+    np_action = action.detach().numpy()
+    ref_lp, ref_ent = np_head_log_prob_entropy(name, params.numpy(), np_action)
+    np.testing.assert_allclose(logp.detach().numpy(), ref_lp, rtol=1e-6)
+    lp, ent = head.log_prob_entropy(params, action)
+    np.testing.assert_allclose(lp.detach().numpy(), ref_lp, rtol=1e-6)
+    np.testing.assert_allclose(ent.detach().numpy(), ref_ent, rtol=1e-6)
+    mode = head.mode(params).numpy()
+    if name == "categorical":
+        np.testing.assert_array_equal(mode, params.numpy().argmax(-1))
+    elif name == "multicategorical":
+        p = params.numpy()
+        np.testing.assert_array_equal(
+            mode, np.stack([p[..., :2].argmax(-1), p[..., 2:].argmax(-1)], -1)
+        )
+    elif name == "bernoulli":
+        np.testing.assert_array_equal(mode, (params.numpy() > 0).astype(np.int64))
+
+
+@pytest.mark.parametrize("name", HEAD_SPACES)
+def test_head_sampling_uses_only_the_given_generator(name):
+    """Equal generator seeds give equal actions whatever the global RNG's state."""
+    head = H.make_head(HEAD_SPACES[name], 4)
+    params = torch.zeros(64, head.linear.out_features)
+    draws = []
+    with torch.random.fork_rng():
+        for global_seed in (1, 2):
+            torch.manual_seed(global_seed)
+            draws.append(head.sample(params, torch.Generator().manual_seed(5))[0])
+    assert torch.equal(draws[0], draws[1])
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "gaussian"])
+def test_head_samples_on_the_parameters_device(name):
+    """Noise is drawn on the parameters' device (``meta``: the only device besides the CPU)."""
+    head = H.make_head(HEAD_SPACES[name], 4).to("meta")
+    action, logp = head.sample(torch.empty(5, head.linear.out_features, device="meta"))
+    assert action.device.type == logp.device.type == "meta" and action.shape[0] == 5
+
+
+@pytest.mark.parametrize("name", HEAD_SPACES)
+def test_head_forward_is_affine_with_small_orthogonal_init(name):
+    """``forward(h) = h W^T + b``; ``W`` is orthogonal with gain 0.01 (rows of norm 0.01 when
+    ``P <= hidden``), ``b`` starts at 0."""
+    head = H.make_head(HEAD_SPACES[name], 8)
+    w = head.linear.weight.detach().numpy()
+    np.testing.assert_allclose(np.linalg.norm(w, axis=1), 0.01, rtol=1e-5)
+    assert not head.linear.bias.detach().any()
+    with torch.no_grad():
+        head.linear.bias.copy_(torch.arange(w.shape[0], dtype=torch.float32) + 1)
+    h = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    out = head(torch.from_numpy(h)).detach().numpy()
+    np.testing.assert_allclose(out, h @ w.T + np.arange(w.shape[0]) + 1, rtol=1e-5)
+
+
+def test_gaussian_default_log_std_is_zero_and_noise_keeps_float64():
+    space = HEAD_SPACES["gaussian"]
+    assert H.make_head(space, 4).log_std.tolist() == [0.0, 0.0]
+    head = H.GaussianHead(4, space).double()
+    assert head.log_std.tolist() == [0.0, 0.0]
+    action, _ = head.sample(torch.zeros(256, 2, dtype=torch.float64), torch.Generator())
+    # float64 noise: not every value is a float32 value
+    assert action.dtype == torch.float64 and (action.float().double() != action).any()
+
+
+def test_bernoulli_mode_and_draw_at_the_boundary():
+    """Logit 0 (p = 1/2) has mode 0, like argmax's first of equal logits; an element is on when its
+    uniform draw is strictly below p, so p = 0 (logit -inf) is never on."""
+    head = H.make_head(MultiBinary(2), 4)
+    assert head.mode(torch.tensor([[0.0, 1e-6]])).tolist() == [[0, 1]]
+    # Logits whose p equals the uniform draw exactly (the draw is read from a copy of the generator).
+    g = torch.Generator().manual_seed(0)
+    u = torch.rand(4, 256, generator=torch.Generator().set_state(g.get_state()))
+    logits = torch.logit(u.double()).float()
+    tie = torch.sigmoid(logits) == u
+    assert tie.sum() > 100
+    action, _ = head.sample(logits, g)
+    assert not action[tie].any()
+
+
+def test_multicategorical_pad_index_is_not_saved():
+    """The padding index is rebuilt from the space: a state_dict holds only the linear layer."""
+    head = H.make_head(MultiDiscrete([2, 3]), 4)
+    assert sorted(head.state_dict()) == ["linear.bias", "linear.weight"]
+
+
+def test_integer_box_head_with_bounds_beyond_float64_precision():
+    """Bounds near 2**60 stay exact (int64, not float64): 4 values, mapped back exactly."""
+    low = 2**60
+    head = H.make_head(Box(low, low + 3, shape=(1,), dtype=np.int64), 4)
+    assert head.nvec == [4]
+    assert head.to_env(torch.tensor([[1], [3]])).tolist() == [[low + 1], [low + 3]]
+
+
+@pytest.mark.parametrize("low", [0, -5])
+def test_integer_box_category_limit(low):
+    """At most MAX_CATEGORIES = 1024 values per element: 1024 is accepted, 1025 is refused with the
+    whole message; an int64 range that overflows int64 arithmetic is refused too."""
+    assert H.make_head(Box(low, low + 1023, shape=(2,), dtype=np.int64), 4).nvec == [1024] * 2
+    space = Box(low, low + 1024, shape=(2,), dtype=np.int64)
+    with pytest.raises(ValueError) as err:
+        H.make_head(space, 4)
+    assert str(err.value) == (
+        f"action space {space!r}: an integer Box action becomes one categorical per element, with "
+        "at most 1024 values each (this one has up to 1025); use a float Box (Gaussian head), "
+        "Discrete or MultiDiscrete"
+    )
+    with pytest.raises(ValueError, match="at most 1024 values each"):
+        H.make_head(Box(-(2**62), 2**62, shape=(1,), dtype=np.int64), 4)
+
+
+def test_head_error_messages_in_full():
+    space = Box(0, 3, shape=(2,), dtype=np.int64)
+    with pytest.raises(ValueError) as err:
+        H.GaussianHead(4, space)
+    assert str(err.value) == (
+        f"GaussianHead: action space {space!r} has dtype int64; a Gaussian policy needs a float "
+        "Box (integer Box actions get a categorical head from make_head)"
+    )
+    bad = Tuple([Discrete(2), Discrete(3)])
+    with pytest.raises(ValueError) as err:
+        H.make_head(bad, 4)
+    assert str(err.value) == (
+        f"action space {bad!r} cannot be trained: policies support Discrete, MultiDiscrete, "
+        "MultiBinary and Box actions (flatten Dict/Tuple actions into one of them in a wrapper)"
+    )
