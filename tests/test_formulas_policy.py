@@ -13,7 +13,7 @@ from torch import nn
 
 import puffer.policy as P
 from puffer.policy import heads as H
-from puffer.spaces import Box, Discrete, MultiBinary, MultiDiscrete, Tuple
+from puffer.spaces import Box, Dict, Discrete, MultiBinary, MultiDiscrete, Tuple
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -381,4 +381,192 @@ def test_head_error_messages_in_full():
     assert str(err.value) == (
         f"action space {bad!r} cannot be trained: policies support Discrete, MultiDiscrete, "
         "MultiBinary and Box actions (flatten Dict/Tuple actions into one of them in a wrapper)"
+    )
+
+
+# -- encoders ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape,layout",
+    [
+        ((5, 7), (1, 5, 7, False)),  # (H, W): one channel
+        ((10, 12, 4), (4, 10, 12, True)),  # last axis <= 4, first > 4: (H, W, C)
+        ((10, 12, 3), (3, 10, 12, True)),
+        ((10, 3, 2), (2, 10, 3, True)),  # only the first and last axes decide
+        ((10, 12, 5), (10, 12, 5, False)),  # last axis 5: (C, H, W)
+        ((4, 6, 3), (4, 6, 3, False)),  # first axis 4 is not > 4: (C, H, W)
+        ((3, 84, 84), (3, 84, 84, False)),
+    ],
+)
+def test_image_layout_by_hand(shape, layout):
+    from puffer.policy.encoders import image_layout
+
+    assert image_layout(shape) == layout
+
+
+def test_is_image_needs_uint8_and_two_or_three_axes():
+    from puffer.policy.encoders import is_image
+
+    assert is_image(Box(0, 255, (8, 8), np.uint8)) and is_image(Box(0, 255, (3, 8, 8), np.uint8))
+    assert not is_image(Box(0.0, 1.0, (3, 8, 8), np.float32))
+    assert not is_image(Box(0, 255, (8,), np.uint8)) and not is_image(
+        Box(0, 255, (1, 2, 8, 8), np.uint8)
+    )
+    assert not is_image(Discrete(3))
+
+
+def test_mlp_encoder_defaults_to_tanh():
+    from puffer.policy.encoders import MLPEncoder
+
+    enc = MLPEncoder(3, [4])
+    x = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    [(w, b)] = linears(enc)
+    np.testing.assert_allclose(
+        enc(torch.from_numpy(x)).detach().numpy(), np.tanh(x @ w.T + b), rtol=1e-5
+    )
+
+
+def test_mlp_encoder_casts_other_dtypes_to_float32():
+    from puffer.policy.encoders import MLPEncoder
+
+    enc = MLPEncoder(3, [4], "relu")
+    [(w, b)] = linears(enc)
+    for x in (np.array([[1.5, -2.0, 0.25]]), np.array([[3, 0, 7]], np.uint8)):
+        out = enc(torch.from_numpy(x))
+        assert out.dtype == torch.float32
+        np.testing.assert_allclose(out.detach().numpy(), np.maximum(x @ w.T + b, 0), rtol=1e-5)
+
+
+SMALL_CNN = {"channels": (4, 8), "kernels": (3, 3), "strides": (2, 1), "hidden_size": 16}
+
+
+def cnn_reference(enc, x: torch.Tensor) -> torch.Tensor:
+    """The CNN on ``x`` (float32, NCHW, already scaled), written with the functional ops."""
+    for conv in (m for m in enc.modules() if isinstance(m, nn.Conv2d)):
+        x = torch.relu(torch.nn.functional.conv2d(x, conv.weight, conv.bias, conv.stride))
+    [linear] = [m for m in enc.modules() if isinstance(m, nn.Linear)]
+    return torch.relu(x.flatten(1) @ linear.weight.T + linear.bias)
+
+
+@pytest.mark.parametrize(
+    "shape,to_nchw",
+    [
+        ((3, 10, 12), lambda x: x),
+        ((10, 12, 3), lambda x: x.permute(0, 3, 1, 2)),  # (H, W, C)
+        ((10, 12), lambda x: x[:, None]),  # (H, W): one channel
+    ],
+)
+def test_nature_cnn_scales_uint8_by_default_in_every_layout(shape, to_nchw):
+    from puffer.policy.encoders import NatureCNN
+
+    enc = NatureCNN(shape, **SMALL_CNN)
+    x = torch.randint(0, 256, (2, *shape), generator=torch.Generator().manual_seed(0))
+    x = x.to(torch.uint8)
+    with torch.no_grad():
+        expected = cnn_reference(enc, to_nchw(x).float() / 255)
+        torch.testing.assert_close(enc(x), expected, rtol=1e-5, atol=1e-6)
+        unscaled = NatureCNN(shape, scale=False, **SMALL_CNN)
+        torch.testing.assert_close(unscaled(x), cnn_reference(unscaled, to_nchw(x).float()))
+
+
+def test_nature_cnn_scales_float32_input_without_touching_it():
+    from puffer.policy.encoders import NatureCNN
+
+    enc = NatureCNN((3, 10, 12), **SMALL_CNN)
+    x = torch.rand(2, 3, 10, 12, generator=torch.Generator().manual_seed(0)) * 255
+    before = x.clone()
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x), cnn_reference(enc, before / 255), rtol=1e-5, atol=1e-6)
+    assert torch.equal(x, before)
+
+
+def test_nature_cnn_size_checks_and_defaults():
+    """A kernel as large as the image fits (a 1x1 output); one larger on either side is refused
+    with the whole message; the layer lists must have equal lengths; the default width is 512."""
+    from puffer.policy.encoders import NatureCNN
+
+    assert NatureCNN((3, 8, 8), channels=(4,), kernels=(8,), strides=(1,)).output_size == 512
+    for shape in ((3, 7, 20), (3, 20, 7)):
+        with pytest.raises(ValueError) as err:
+            NatureCNN(shape, channels=(4,), kernels=(8,), strides=(4,))
+        assert str(err.value) == (
+            f"image observations of shape {shape} are too small for the CNN (kernels [8], strides "
+            "[4]): use smaller kernels, e.g. policy.cnn_kernels=[3,3] policy.cnn_strides=[1,1] "
+            "policy.cnn_channels=[16,32]"
+        )
+    with pytest.raises(ValueError):
+        NatureCNN((3, 32, 32), channels=(4, 8, 8), kernels=(3, 3), strides=(1, 1))
+
+
+def multi_input_space():
+    return Dict(
+        {
+            "img": Box(0, 255, (8, 8), np.uint8),
+            "a": Box(-1.0, 1.0, (2,)),
+            "t": Tuple([Box(-1.0, 1.0, (1,)), Box(0, 255, (8, 8, 3), np.uint8)]),
+            "n": Dict({"x": Box(-1.0, 1.0, (3,))}),
+        }
+    )
+
+
+def test_leaves_paths_and_offsets_by_hand():
+    from puffer.policy.encoders import leaves
+
+    got = [(p, s.shape, o) for p, s, o in leaves(multi_input_space())]
+    assert got == [
+        ("img", (8, 8), 0),
+        ("a", (2,), 64),
+        ("t[0]", (1,), 66),
+        ("t[1]", (8, 8, 3), 67),
+        ("n.x", (3,), 259),
+    ]
+    top = Tuple([Box(-1.0, 1.0, (2,)), Tuple([Box(-1.0, 1.0, (4,)), Box(-1.0, 1.0, (1,))])])
+    assert [(p, o) for p, _, o in leaves(top)] == [("[0]", 0), ("[1][0]", 2), ("[1][1]", 6)]
+    assert [(p, o) for p, _, o in leaves(top, 10, "obs")] == [
+        ("obs[0]", 10),
+        ("obs[1][0]", 12),
+        ("obs[1][1]", 16),
+    ]
+
+
+def test_multi_input_encoder_against_its_parts_by_hand():
+    """One CNN per image leaf (on its slice of the flat vector, in its own layout) and a tanh MLP
+    over the other leaves' slices, concatenated in leaf order."""
+    from puffer.policy.encoders import MultiInputEncoder
+
+    enc = MultiInputEncoder(multi_input_space(), [5, 4], "tanh", SMALL_CNN)
+    assert enc.image_keys == ["img", "t[1]"] and enc.output_size == 16 + 16 + 4
+    flat = torch.randint(0, 256, (2, 262), generator=torch.Generator().manual_seed(0)).float()
+    with torch.no_grad():
+        img = cnn_reference(enc.cnns[0], flat[:, 0:64].reshape(2, 1, 8, 8) / 255)
+        t1 = cnn_reference(
+            enc.cnns[1], flat[:, 67:259].reshape(2, 8, 8, 3).permute(0, 3, 1, 2) / 255
+        )
+        vec = torch.cat([flat[:, 64:67], flat[:, 259:262]], -1).double().numpy()
+        for w, b in linears(enc.mlp):
+            vec = np.tanh(vec @ w.T + b)
+        got = enc(flat)
+    assert got.shape == (2, 36)
+    torch.testing.assert_close(got[:, :16], img, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[:, 16:32], t1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[:, 32:].numpy(), vec, rtol=1e-5, atol=1e-6)
+
+
+def test_multi_input_encoder_with_images_only_and_with_none():
+    from puffer.policy.encoders import MultiInputEncoder
+
+    space = Dict({"img": Box(0, 255, (8, 8), np.uint8)})
+    enc = MultiInputEncoder(space, [4], "tanh", SMALL_CNN)
+    assert enc.mlp is None and enc.output_size == 16
+    x = torch.randint(0, 256, (3, 64), generator=torch.Generator().manual_seed(1)).to(torch.uint8)
+    with torch.no_grad():
+        expected = cnn_reference(enc.cnns[0], x.reshape(3, 1, 8, 8).float() / 255)
+        torch.testing.assert_close(enc(x), expected, rtol=1e-5, atol=1e-6)
+    vectors = Dict({"a": Box(-1.0, 1.0, (2,))})
+    with pytest.raises(ValueError) as err:
+        MultiInputEncoder(vectors, [4], "tanh", SMALL_CNN)
+    assert str(err.value) == (
+        "policy encoder 'cnn' needs image observations (uint8 Box of 2 or 3 axes); "
+        f"{vectors!r} has none: use policy=mlp (or lstm)"
     )
