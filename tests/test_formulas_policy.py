@@ -535,7 +535,7 @@ def test_multi_input_encoder_against_its_parts_by_hand():
     over the other leaves' slices, concatenated in leaf order."""
     from puffer.policy.encoders import MultiInputEncoder
 
-    enc = MultiInputEncoder(multi_input_space(), [5, 4], "tanh", SMALL_CNN)
+    enc = MultiInputEncoder(multi_input_space(), [5, 6, 4], "tanh", SMALL_CNN)
     assert enc.image_keys == ["img", "t[1]"] and enc.output_size == 16 + 16 + 4
     flat = torch.randint(0, 256, (2, 262), generator=torch.Generator().manual_seed(0)).float()
     with torch.no_grad():
@@ -563,6 +563,9 @@ def test_multi_input_encoder_with_images_only_and_with_none():
     with torch.no_grad():
         expected = cnn_reference(enc.cnns[0], x.reshape(3, 1, 8, 8).float() / 255)
         torch.testing.assert_close(enc(x), expected, rtol=1e-5, atol=1e-6)
+    mixed = Dict({"img": Box(0, 255, (8, 8), np.uint8), "a": Box(-1.0, 1.0, (2,))})
+    both = MultiInputEncoder(mixed, [3], "relu", SMALL_CNN)
+    assert both(torch.zeros(1, 66)).shape == (1, 19)  # one image and one vector: both kept
     vectors = Dict({"a": Box(-1.0, 1.0, (2,))})
     with pytest.raises(ValueError) as err:
         MultiInputEncoder(vectors, [4], "tanh", SMALL_CNN)
