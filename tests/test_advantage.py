@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from puffer.ppo.advantage import compute_gae, compute_puff_advantage, compute_vtrace
+from puffer.ppo.advantage import (
+    compute_gae,
+    compute_puff_advantage,
+    compute_vtrace,
+    discounted_cumsum,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -159,3 +164,46 @@ def test_vtrace_with_unequal_clips_matches_loop(rho_bar, c_bar):
             rho = min(float(ratios[s, k]), rho_bar)
             pg_ref[s, k] = rho * (float(r[s, k]) + boot - float(v[s, k]))
     np.testing.assert_allclose(pg.numpy(), pg_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_one_step_segment_by_hand():
+    """A horizon of one step: A = r + gamma * next_value - V (the recursion has no later step)."""
+    no = t([[False], [False]], torch.bool)
+    adv = compute_gae(
+        t([[1.0], [2.0]]), t([[0.5], [0.0]]), t([[3.0], [4.0]]), no, no, gamma=0.5, gae_lambda=0.9
+    )
+    assert adv.flatten().tolist() == pytest.approx([1.0 + 1.5 - 0.5, 2.0 + 2.0])
+
+
+def test_puff_advantage_clips_both_ratios_at_one_by_default():
+    """Without ``rho_clip``/``c_clip`` both clips are 1: ratios of 3 count as 1 (GAE by hand)."""
+    no = t([[False, False]], torch.bool)
+    r, v, nv = t([[1.0, 2.0]]), t([[0.0, 1.0]]), t([[1.0, 3.0]])
+    adv = compute_puff_advantage(r, v, nv, no, no, t([[3.0, 3.0]]), gamma=0.5, gae_lambda=0.8)
+    d1 = 2.0 + 0.5 * 3.0 - 1.0
+    d0 = 1.0 + 0.5 * 1.0 - 0.0
+    assert adv.tolist()[0] == pytest.approx([d0 + 0.5 * 0.8 * d1, d1], rel=1e-6)
+
+
+def test_float64_rollout_keeps_float64_precision():
+    """In float64 the trace coefficient ``gamma * lambda`` is not rounded to float32: the result
+    matches a float64 loop to 1e-12."""
+    r, v, nv, term, trunc, ratios = (
+        x if x.dtype == torch.bool else x.double() for x in random_rollout(6)
+    )
+    gamma, lam = 0.99, 0.95
+    adv = compute_puff_advantage(
+        r, v, nv, term, trunc, ratios, gamma=gamma, gae_lambda=lam, rho_clip=1.3, c_clip=0.9
+    )
+    assert adv.dtype == torch.float64
+    ref = loop_reference(r, v, nv, term, trunc, ratios, gamma, lam, 1.3, 0.9)
+    np.testing.assert_allclose(adv.numpy(), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(2, 5), (3, 1), (5, 2)])
+def test_discounted_cumsum_runs_off_the_cpu(shape):
+    """Off the CPU the recursion is a torch loop: on the ``meta`` device (shapes only, no values;
+    the only other device here) it runs for any segments/horizon and keeps shape and device."""
+    deltas = torch.empty(shape, device="meta")
+    out = discounted_cumsum(deltas, torch.empty(shape, device="meta"))
+    assert out.device.type == "meta" and out.shape == shape

@@ -290,3 +290,49 @@ def test_a_non_finite_loss_names_where_the_terms_and_the_fixes():
         "and rewards"
     )
     L.check_finite(L.PPOLoss(t(1.0), t(1.5), t(0.5), t(0.25), t(0.0), t(0.0)), "anywhere")
+
+
+@pytest.mark.parametrize("progress,beta", [(0.0, 0.4), (0.5, 0.7), (2.0, 1.0)])
+def test_minibatch_importance_weights_anneal_beta(progress, beta):
+    """``minibatch_indices``: beta = prio_beta0 + (1 - prio_beta0) * min(progress, 1); with one
+    minibatch every segment is drawn, so the weights (N P(i)) ** -beta / max are known in full."""
+    from puffer.ppo.config import PPOConfig
+    from puffer.ppo.sampling import minibatch_indices
+
+    adv = torch.tensor([[1.0, -1.0], [0.5, 0.0], [-3.0, 1.0], [0.25, 0.25]])
+    config = PPOConfig(num_minibatches=1, update_epochs=1, prio_alpha=0.7, prio_beta0=0.4)
+    g, shuffle = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    [(idx, w)] = list(minibatch_indices(config, adv, progress, g, shuffle))
+    prio = np.array([2.0, 0.5, 4.0, 0.5]) ** 0.7
+    raw = (4 * prio / prio.sum()) ** -beta
+    assert sorted(idx.tolist()) == [0, 1, 2, 3]
+    np.testing.assert_allclose(w[:, 0].numpy(), (raw / raw.max())[idx.numpy()], rtol=1e-5)
+
+
+def test_minibatch_prioritized_draws_come_from_the_given_generator():
+    """Equal seeds give equal prioritized minibatches whatever the global RNG's state."""
+    from puffer.ppo.config import PPOConfig
+    from puffer.ppo.sampling import minibatch_indices
+
+    adv = torch.randn(64, 3, generator=torch.Generator().manual_seed(2))
+    config = PPOConfig(num_minibatches=8, update_epochs=2, prio_alpha=0.6)
+    draws = []
+    with torch.random.fork_rng():
+        for global_seed in (123, 456):
+            torch.manual_seed(global_seed)
+            g, shuffle = torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)
+            draws.append([i.tolist() for i, _ in minibatch_indices(config, adv, 0.3, g, shuffle)])
+    assert len(draws[0]) == 16 and draws[0] == draws[1]
+
+
+def test_shuffled_minibatch_indices_live_on_the_advantages_device():
+    """The CPU-drawn permutation is moved to the advantages' device (``meta`` here: the only
+    device besides the CPU)."""
+    from puffer.ppo.config import PPOConfig
+    from puffer.ppo.sampling import minibatch_indices
+
+    config = PPOConfig(num_minibatches=2, update_epochs=1)
+    adv = torch.empty(6, 3, device="meta")
+    g, shuffle = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    batches = list(minibatch_indices(config, adv, 0.0, g, shuffle))
+    assert [(i.device.type, i.shape, w) for i, w in batches] == [("meta", (3,), None)] * 2

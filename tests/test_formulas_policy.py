@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 import puffer.policy as P
-from puffer.spaces import Box, Discrete, MultiDiscrete
+from puffer.policy import heads as H
+from puffer.spaces import Box, Dict, Discrete, MultiBinary, MultiDiscrete, Tuple
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -211,3 +212,364 @@ def test_encoder_and_core_overrides():
     assert lstm_mlp.is_recurrent and lstm_mlp.initial_state(2)[0].shape == (2, 9)
     plain = build(name="lstm", core="none")
     assert not plain.is_recurrent and plain.initial_state(2) is None
+
+
+# -- action heads on (batch, time, ...) parameters, generators, devices, init ----------------------
+
+HEAD_SPACES = {
+    "categorical": Discrete(3),
+    "multicategorical": MultiDiscrete([2, 3]),
+    "bernoulli": MultiBinary(3),
+    "gaussian": Box(-1.0, 1.0, shape=(2,)),
+}
+
+
+def np_log_sigmoid(z):
+    return -np.logaddexp(0.0, -z)
+
+
+def np_head_log_prob_entropy(name, params, action):
+    """Log-probability and entropy of ``action`` under the head ``name`` in numpy, any lead shape."""
+    if name == "categorical":
+        ref = np_log_softmax(params)
+        lp = np.take_along_axis(ref, action[..., None], -1)[..., 0]
+        return lp, -(np.exp(ref) * ref).sum(-1)
+    if name == "multicategorical":
+        a, b = np_log_softmax(params[..., :2]), np_log_softmax(params[..., 2:])
+        lp = np.take_along_axis(a, action[..., :1], -1)[..., 0]
+        lp = lp + np.take_along_axis(b, action[..., 1:], -1)[..., 0]
+        return lp, -(np.exp(a) * a).sum(-1) - (np.exp(b) * b).sum(-1)
+    if name == "bernoulli":
+        on, off = np_log_sigmoid(params), np_log_sigmoid(-params)
+        p = np.exp(on)
+        return np.where(action == 1, on, off).sum(-1), -(p * on + (1 - p) * off).sum(-1)
+    z = action - params  # gaussian with log_std 0
+    lp = (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return lp, np.full(params.shape[:-1], 2 * (0.5 + 0.5 * math.log(2 * math.pi)))
+
+
+@pytest.mark.parametrize("name", HEAD_SPACES)
+def test_head_on_batch_by_time_parameters(name):
+    """Parameters ``(B, T, P)``: sampled actions, their log-probabilities, ``log_prob_entropy`` and
+    the mode keep the ``(B, T)`` lead shape and match numpy."""
+    head = H.make_head(HEAD_SPACES[name], 4)
+    params = torch.randn(2, 3, head.linear.out_features, generator=torch.Generator().manual_seed(1))
+    params = params.double()
+    action, logp = head.sample(params, torch.Generator().manual_seed(2))
+    assert action.shape == (2, 3, *head.action_shape) and logp.shape == (2, 3)
+    np_action = action.detach().numpy()
+    ref_lp, ref_ent = np_head_log_prob_entropy(name, params.numpy(), np_action)
+    np.testing.assert_allclose(logp.detach().numpy(), ref_lp, rtol=1e-6)
+    lp, ent = head.log_prob_entropy(params, action)
+    np.testing.assert_allclose(lp.detach().numpy(), ref_lp, rtol=1e-6)
+    np.testing.assert_allclose(ent.detach().numpy(), ref_ent, rtol=1e-6)
+    mode = head.mode(params).numpy()
+    if name == "categorical":
+        np.testing.assert_array_equal(mode, params.numpy().argmax(-1))
+    elif name == "multicategorical":
+        p = params.numpy()
+        np.testing.assert_array_equal(
+            mode, np.stack([p[..., :2].argmax(-1), p[..., 2:].argmax(-1)], -1)
+        )
+    elif name == "bernoulli":
+        np.testing.assert_array_equal(mode, (params.numpy() > 0).astype(np.int64))
+
+
+@pytest.mark.parametrize("name", HEAD_SPACES)
+def test_head_sampling_uses_only_the_given_generator(name):
+    """Equal generator seeds give equal actions whatever the global RNG's state."""
+    head = H.make_head(HEAD_SPACES[name], 4)
+    params = torch.zeros(64, head.linear.out_features)
+    draws = []
+    with torch.random.fork_rng():
+        for global_seed in (1, 2):
+            torch.manual_seed(global_seed)
+            draws.append(head.sample(params, torch.Generator().manual_seed(5))[0])
+    assert torch.equal(draws[0], draws[1])
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "gaussian"])
+def test_head_samples_on_the_parameters_device(name):
+    """Noise is drawn on the parameters' device (``meta``: the only device besides the CPU)."""
+    head = H.make_head(HEAD_SPACES[name], 4).to("meta")
+    action, logp = head.sample(torch.empty(5, head.linear.out_features, device="meta"))
+    assert action.device.type == logp.device.type == "meta" and action.shape[0] == 5
+
+
+@pytest.mark.parametrize("name", HEAD_SPACES)
+def test_head_forward_is_affine_with_small_orthogonal_init(name):
+    """``forward(h) = h W^T + b``; ``W`` is orthogonal with gain 0.01 (rows of norm 0.01 when
+    ``P <= hidden``), ``b`` starts at 0."""
+    head = H.make_head(HEAD_SPACES[name], 8)
+    w = head.linear.weight.detach().numpy()
+    np.testing.assert_allclose(np.linalg.norm(w, axis=1), 0.01, rtol=1e-5)
+    assert not head.linear.bias.detach().any()
+    with torch.no_grad():
+        head.linear.bias.copy_(torch.arange(w.shape[0], dtype=torch.float32) + 1)
+    h = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    out = head(torch.from_numpy(h)).detach().numpy()
+    np.testing.assert_allclose(out, h @ w.T + np.arange(w.shape[0]) + 1, rtol=1e-5)
+
+
+def test_gaussian_default_log_std_is_zero_and_noise_keeps_float64():
+    space = HEAD_SPACES["gaussian"]
+    assert H.make_head(space, 4).log_std.tolist() == [0.0, 0.0]
+    head = H.GaussianHead(4, space).double()
+    assert head.log_std.tolist() == [0.0, 0.0]
+    action, _ = head.sample(torch.zeros(256, 2, dtype=torch.float64), torch.Generator())
+    # float64 noise: not every value is a float32 value
+    assert action.dtype == torch.float64 and (action.float().double() != action).any()
+
+
+def test_bernoulli_mode_and_draw_at_the_boundary():
+    """Logit 0 (p = 1/2) has mode 0, like argmax's first of equal logits; an element is on when its
+    uniform draw is strictly below p, so p = 0 (logit -inf) is never on."""
+    head = H.make_head(MultiBinary(2), 4)
+    assert head.mode(torch.tensor([[0.0, 1e-6]])).tolist() == [[0, 1]]
+    # Logits whose p equals the uniform draw exactly (the draw is read from a copy of the generator).
+    g = torch.Generator().manual_seed(0)
+    u = torch.rand(4, 256, generator=torch.Generator().set_state(g.get_state()))
+    logits = torch.logit(u.double()).float()
+    tie = torch.sigmoid(logits) == u
+    assert tie.sum() > 100
+    action, _ = head.sample(logits, g)
+    assert not action[tie].any()
+
+
+def test_multicategorical_pad_index_is_not_saved():
+    """The padding index is rebuilt from the space: a state_dict holds only the linear layer."""
+    head = H.make_head(MultiDiscrete([2, 3]), 4)
+    assert sorted(head.state_dict()) == ["linear.bias", "linear.weight"]
+
+
+def test_integer_box_head_with_bounds_beyond_float64_precision():
+    """Bounds near 2**60 stay exact (int64, not float64): 4 values, mapped back exactly."""
+    low = 2**60
+    head = H.make_head(Box(low, low + 3, shape=(1,), dtype=np.int64), 4)
+    assert head.nvec == [4]
+    assert head.to_env(torch.tensor([[1], [3]])).tolist() == [[low + 1], [low + 3]]
+
+
+@pytest.mark.parametrize("low", [0, -5])
+def test_integer_box_category_limit(low):
+    """At most MAX_CATEGORIES = 1024 values per element: 1024 is accepted, 1025 is refused with the
+    whole message; an int64 range that overflows int64 arithmetic is refused too."""
+    assert H.make_head(Box(low, low + 1023, shape=(2,), dtype=np.int64), 4).nvec == [1024] * 2
+    space = Box(low, low + 1024, shape=(2,), dtype=np.int64)
+    with pytest.raises(ValueError) as err:
+        H.make_head(space, 4)
+    assert str(err.value) == (
+        f"action space {space!r}: an integer Box action becomes one categorical per element, with "
+        "at most 1024 values each (this one has up to 1025); use a float Box (Gaussian head), "
+        "Discrete or MultiDiscrete"
+    )
+    with pytest.raises(ValueError, match="at most 1024 values each"):
+        H.make_head(Box(-(2**62), 2**62, shape=(1,), dtype=np.int64), 4)
+
+
+def test_head_error_messages_in_full():
+    space = Box(0, 3, shape=(2,), dtype=np.int64)
+    with pytest.raises(ValueError) as err:
+        H.GaussianHead(4, space)
+    assert str(err.value) == (
+        f"GaussianHead: action space {space!r} has dtype int64; a Gaussian policy needs a float "
+        "Box (integer Box actions get a categorical head from make_head)"
+    )
+    bad = Tuple([Discrete(2), Discrete(3)])
+    with pytest.raises(ValueError) as err:
+        H.make_head(bad, 4)
+    assert str(err.value) == (
+        f"action space {bad!r} cannot be trained: policies support Discrete, MultiDiscrete, "
+        "MultiBinary and Box actions (flatten Dict/Tuple actions into one of them in a wrapper)"
+    )
+
+
+# -- encoders ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape,layout",
+    [
+        ((5, 7), (1, 5, 7, False)),  # (H, W): one channel
+        ((10, 12, 4), (4, 10, 12, True)),  # last axis <= 4, first > 4: (H, W, C)
+        ((10, 12, 3), (3, 10, 12, True)),
+        ((10, 3, 2), (2, 10, 3, True)),  # only the first and last axes decide
+        ((10, 12, 5), (10, 12, 5, False)),  # last axis 5: (C, H, W)
+        ((4, 6, 3), (4, 6, 3, False)),  # first axis 4 is not > 4: (C, H, W)
+        ((3, 84, 84), (3, 84, 84, False)),
+    ],
+)
+def test_image_layout_by_hand(shape, layout):
+    from puffer.policy.encoders import image_layout
+
+    assert image_layout(shape) == layout
+
+
+def test_is_image_needs_uint8_and_two_or_three_axes():
+    from puffer.policy.encoders import is_image
+
+    assert is_image(Box(0, 255, (8, 8), np.uint8)) and is_image(Box(0, 255, (3, 8, 8), np.uint8))
+    assert not is_image(Box(0.0, 1.0, (3, 8, 8), np.float32))
+    assert not is_image(Box(0, 255, (8,), np.uint8)) and not is_image(
+        Box(0, 255, (1, 2, 8, 8), np.uint8)
+    )
+    assert not is_image(Discrete(3))
+
+
+def test_mlp_encoder_defaults_to_tanh():
+    from puffer.policy.encoders import MLPEncoder
+
+    enc = MLPEncoder(3, [4])
+    x = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    [(w, b)] = linears(enc)
+    np.testing.assert_allclose(
+        enc(torch.from_numpy(x)).detach().numpy(), np.tanh(x @ w.T + b), rtol=1e-5
+    )
+
+
+def test_mlp_encoder_casts_other_dtypes_to_float32():
+    from puffer.policy.encoders import MLPEncoder
+
+    enc = MLPEncoder(3, [4], "relu")
+    [(w, b)] = linears(enc)
+    for x in (np.array([[1.5, -2.0, 0.25]]), np.array([[3, 0, 7]], np.uint8)):
+        out = enc(torch.from_numpy(x))
+        assert out.dtype == torch.float32
+        np.testing.assert_allclose(out.detach().numpy(), np.maximum(x @ w.T + b, 0), rtol=1e-5)
+
+
+SMALL_CNN = {"channels": (4, 8), "kernels": (3, 3), "strides": (2, 1), "hidden_size": 16}
+
+
+def cnn_reference(enc, x: torch.Tensor) -> torch.Tensor:
+    """The CNN on ``x`` (float32, NCHW, already scaled), written with the functional ops."""
+    for conv in (m for m in enc.modules() if isinstance(m, nn.Conv2d)):
+        x = torch.relu(torch.nn.functional.conv2d(x, conv.weight, conv.bias, conv.stride))
+    [linear] = [m for m in enc.modules() if isinstance(m, nn.Linear)]
+    return torch.relu(x.flatten(1) @ linear.weight.T + linear.bias)
+
+
+@pytest.mark.parametrize(
+    "shape,to_nchw",
+    [
+        ((3, 10, 12), lambda x: x),
+        ((10, 12, 3), lambda x: x.permute(0, 3, 1, 2)),  # (H, W, C)
+        ((10, 12), lambda x: x[:, None]),  # (H, W): one channel
+    ],
+)
+def test_nature_cnn_scales_uint8_by_default_in_every_layout(shape, to_nchw):
+    from puffer.policy.encoders import NatureCNN
+
+    enc = NatureCNN(shape, **SMALL_CNN)
+    x = torch.randint(0, 256, (2, *shape), generator=torch.Generator().manual_seed(0))
+    x = x.to(torch.uint8)
+    with torch.no_grad():
+        expected = cnn_reference(enc, to_nchw(x).float() / 255)
+        torch.testing.assert_close(enc(x), expected, rtol=1e-5, atol=1e-6)
+        unscaled = NatureCNN(shape, scale=False, **SMALL_CNN)
+        torch.testing.assert_close(unscaled(x), cnn_reference(unscaled, to_nchw(x).float()))
+
+
+def test_nature_cnn_scales_float32_input_without_touching_it():
+    from puffer.policy.encoders import NatureCNN
+
+    enc = NatureCNN((3, 10, 12), **SMALL_CNN)
+    x = torch.rand(2, 3, 10, 12, generator=torch.Generator().manual_seed(0)) * 255
+    before = x.clone()
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x), cnn_reference(enc, before / 255), rtol=1e-5, atol=1e-6)
+    assert torch.equal(x, before)
+
+
+def test_nature_cnn_size_checks_and_defaults():
+    """A kernel as large as the image fits (a 1x1 output); one larger on either side is refused
+    with the whole message; the layer lists must have equal lengths; the default width is 512."""
+    from puffer.policy.encoders import NatureCNN
+
+    assert NatureCNN((3, 8, 8), channels=(4,), kernels=(8,), strides=(1,)).output_size == 512
+    for shape in ((3, 7, 20), (3, 20, 7)):
+        with pytest.raises(ValueError) as err:
+            NatureCNN(shape, channels=(4,), kernels=(8,), strides=(4,))
+        assert str(err.value) == (
+            f"image observations of shape {shape} are too small for the CNN (kernels [8], strides "
+            "[4]): use smaller kernels, e.g. policy.cnn_kernels=[3,3] policy.cnn_strides=[1,1] "
+            "policy.cnn_channels=[16,32]"
+        )
+    with pytest.raises(ValueError):
+        NatureCNN((3, 32, 32), channels=(4, 8, 8), kernels=(3, 3), strides=(1, 1))
+
+
+def multi_input_space():
+    return Dict(
+        {
+            "img": Box(0, 255, (8, 8), np.uint8),
+            "a": Box(-1.0, 1.0, (2,)),
+            "t": Tuple([Box(-1.0, 1.0, (1,)), Box(0, 255, (8, 8, 3), np.uint8)]),
+            "n": Dict({"x": Box(-1.0, 1.0, (3,))}),
+        }
+    )
+
+
+def test_leaves_paths_and_offsets_by_hand():
+    from puffer.policy.encoders import leaves
+
+    got = [(p, s.shape, o) for p, s, o in leaves(multi_input_space())]
+    assert got == [
+        ("img", (8, 8), 0),
+        ("a", (2,), 64),
+        ("t[0]", (1,), 66),
+        ("t[1]", (8, 8, 3), 67),
+        ("n.x", (3,), 259),
+    ]
+    top = Tuple([Box(-1.0, 1.0, (2,)), Tuple([Box(-1.0, 1.0, (4,)), Box(-1.0, 1.0, (1,))])])
+    assert [(p, o) for p, _, o in leaves(top)] == [("[0]", 0), ("[1][0]", 2), ("[1][1]", 6)]
+    assert [(p, o) for p, _, o in leaves(top, 10, "obs")] == [
+        ("obs[0]", 10),
+        ("obs[1][0]", 12),
+        ("obs[1][1]", 16),
+    ]
+
+
+def test_multi_input_encoder_against_its_parts_by_hand():
+    """One CNN per image leaf (on its slice of the flat vector, in its own layout) and a tanh MLP
+    over the other leaves' slices, concatenated in leaf order."""
+    from puffer.policy.encoders import MultiInputEncoder
+
+    enc = MultiInputEncoder(multi_input_space(), [5, 6, 4], "tanh", SMALL_CNN)
+    assert enc.image_keys == ["img", "t[1]"] and enc.output_size == 16 + 16 + 4
+    flat = torch.randint(0, 256, (2, 262), generator=torch.Generator().manual_seed(0)).float()
+    with torch.no_grad():
+        img = cnn_reference(enc.cnns[0], flat[:, 0:64].reshape(2, 1, 8, 8) / 255)
+        t1 = cnn_reference(
+            enc.cnns[1], flat[:, 67:259].reshape(2, 8, 8, 3).permute(0, 3, 1, 2) / 255
+        )
+        vec = torch.cat([flat[:, 64:67], flat[:, 259:262]], -1).double().numpy()
+        for w, b in linears(enc.mlp):
+            vec = np.tanh(vec @ w.T + b)
+        got = enc(flat)
+    assert got.shape == (2, 36)
+    torch.testing.assert_close(got[:, :16], img, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[:, 16:32], t1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[:, 32:].numpy(), vec, rtol=1e-5, atol=1e-6)
+
+
+def test_multi_input_encoder_with_images_only_and_with_none():
+    from puffer.policy.encoders import MultiInputEncoder
+
+    space = Dict({"img": Box(0, 255, (8, 8), np.uint8)})
+    enc = MultiInputEncoder(space, [4], "tanh", SMALL_CNN)
+    assert enc.mlp is None and enc.output_size == 16
+    x = torch.randint(0, 256, (3, 64), generator=torch.Generator().manual_seed(1)).to(torch.uint8)
+    with torch.no_grad():
+        expected = cnn_reference(enc.cnns[0], x.reshape(3, 1, 8, 8).float() / 255)
+        torch.testing.assert_close(enc(x), expected, rtol=1e-5, atol=1e-6)
+    mixed = Dict({"img": Box(0, 255, (8, 8), np.uint8), "a": Box(-1.0, 1.0, (2,))})
+    both = MultiInputEncoder(mixed, [3], "relu", SMALL_CNN)
+    assert both(torch.zeros(1, 66)).shape == (1, 19)  # one image and one vector: both kept
+    vectors = Dict({"a": Box(-1.0, 1.0, (2,))})
+    with pytest.raises(ValueError) as err:
+        MultiInputEncoder(vectors, [4], "tanh", SMALL_CNN)
+    assert str(err.value) == (
+        "policy encoder 'cnn' needs image observations (uint8 Box of 2 or 3 axes); "
+        f"{vectors!r} has none: use policy=mlp (or lstm)"
+    )

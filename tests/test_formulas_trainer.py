@@ -377,6 +377,38 @@ def test_reward_normalization_across_rollouts_and_episode_ends():
     np.testing.assert_allclose(norm.returns.numpy(), g, rtol=1e-6)
 
 
+def test_reward_normalization_statistics_in_float64():
+    """The carried returns and the return statistics are float64: over many small float32 rewards
+    they match a float64 numpy computation to 1e-12 (float32 sums drift by ~1e-7)."""
+    from puffer.ppo.normalize import RewardNorm
+
+    gamma, S, T = 0.99, 2, 64
+    rewards = torch.full((S, T), 0.1) + torch.arange(T) * 1e-3  # float32
+    dones = torch.zeros(S, T, dtype=torch.bool)
+    norm = RewardNorm(S, gamma)
+    norm(rewards, dones)
+    r64, g, history = rewards.double().numpy(), np.zeros(S), []
+    for k in range(T):
+        g = gamma * g + r64[:, k]
+        history.append(g.copy())
+    state = norm.state_dict()
+    assert state["returns"].dtype == torch.float64
+    np.testing.assert_allclose(state["returns"].numpy(), g, rtol=1e-12)
+    np.testing.assert_allclose(state["mean"].numpy(), [np.mean(history)], rtol=1e-12)
+    np.testing.assert_allclose(state["var"].numpy(), [np.var(history)], rtol=1e-10)
+
+
+def test_reward_normalization_state_lives_on_its_device():
+    """``RewardNorm(device=...)`` keeps the carried returns and the statistics on that device
+    (``meta``: the only device besides the CPU here)."""
+    from puffer.ppo.normalize import RewardNorm
+
+    norm = RewardNorm(3, 0.9, device="meta")
+    tensors = [v for v in norm.state_dict().values() if isinstance(v, torch.Tensor)]
+    assert len(tensors) >= 6 and {v.device.type for v in tensors} == {"meta"}
+    assert norm.returns.shape == (3,)
+
+
 def test_reward_normalization_state_round_trip():
     """A RewardNorm restored from ``state_dict`` continues exactly as the original."""
     from puffer.ppo.normalize import RewardNorm
@@ -390,3 +422,65 @@ def test_reward_normalization_state_round_trip():
     b.load_state_dict(a.state_dict())
     assert torch.equal(b.returns, a.returns) and b.returns.abs().sum() > 0
     torch.testing.assert_close(b(r, d), a(r, d), rtol=0, atol=0)
+
+
+# -- the experience buffer ---------------------------------------------------------------------------
+
+
+def experience_buffer(device="cpu"):
+    """3 segments of 4 steps, uint8 observations (2,), float32 actions (2,), one float64 state."""
+    from puffer.ppo.buffer import ExperienceBuffer
+
+    state = (torch.zeros(1, 5, dtype=torch.float64),)
+    return ExperienceBuffer(3, 4, (2,), np.uint8, (2,), torch.float32, state, device=device)
+
+
+def buffer_tensors(buf):
+    names = ("observations", "actions", "log_probs", "values", "rewards", "next_values")
+    names += ("terminals", "truncations", "starts", "masks")
+    return {name: getattr(buf, name) for name in names} | {"state": buf.initial_state[0]}
+
+
+def test_experience_buffer_shapes_and_dtypes():
+    """Defaults to the CPU; observations in the env's dtype, actions in the head's, with their
+    shapes; the recurrent state in its template's dtype; every step counts until told otherwise."""
+    from puffer.ppo.buffer import ExperienceBuffer
+
+    buf = ExperienceBuffer(3, 4, (2,), np.uint8, (2,), torch.float32, None)
+    assert buf.device == torch.device("cpu") and buf.initial_state == () and buf.size == 12
+    got = {k: (v.dtype, tuple(v.shape)) for k, v in buffer_tensors(experience_buffer()).items()}
+    f32, b = torch.float32, torch.bool
+    assert got == {
+        "observations": (torch.uint8, (3, 4, 2)),
+        "actions": (f32, (3, 4, 2)),
+        **{k: (f32, (3, 4)) for k in ("log_probs", "values", "rewards", "next_values")},
+        **{k: (b, (3, 4)) for k in ("terminals", "truncations", "starts", "masks")},
+        "state": (torch.float64, (3, 5)),
+    }
+    assert experience_buffer().masks.all() and experience_buffer().host_masks.all()
+
+
+def test_experience_buffer_lives_on_its_device():
+    """Every device tensor, the recurrent state included, is on the buffer's device (``meta``: the
+    only device besides the CPU here); the host rows stay on the CPU."""
+    buf = experience_buffer("meta")
+    assert {k: v.device.type for k, v in buffer_tensors(buf).items()} == dict.fromkeys(
+        buffer_tensors(buf), "meta"
+    )
+    assert buf.host_rewards.shape == (4, 3)  # numpy, time-major
+
+
+def test_experience_buffer_minibatch_gathers_recurrent_fields_only_when_asked():
+    """``minibatch`` gathers ``starts`` and the initial state of the chosen segments by default;
+    with ``recurrent=False`` they are empty."""
+    buf = experience_buffer()
+    starts = np.array([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 1]], bool)
+    buf.starts.copy_(torch.from_numpy(starts))
+    buf.initial_state[0].copy_(torch.arange(15.0).reshape(3, 5))
+    packed = buf.pack(torch.zeros(3, 4), torch.zeros(3, 4))
+    idx = torch.tensor([2, 0])
+    mb = buf.minibatch(idx, packed, None)
+    assert mb.starts.tolist() == starts[[2, 0]].tolist()
+    assert mb.initial_state[0].tolist() == [list(range(10, 15)), list(range(5))]
+    ff = buf.minibatch(idx, packed, None, recurrent=False)
+    assert ff.starts.shape == (0, 4) and ff.initial_state == ()

@@ -104,6 +104,83 @@ def test_default_config_is_valid():
     PPOConfig().validate(num_envs=8)
 
 
+_POSITIVE = "must be a positive integer"
+_IN_01 = "must be in [0, 1]"
+
+
+@pytest.mark.parametrize(
+    "field,value,fix",
+    [(name, 0, _POSITIVE) for name in ("total_timesteps", "horizon", "update_epochs")]
+    + [("num_minibatches", 0, _POSITIVE)]
+    + [
+        (name, v, "must be >= 0")
+        for name in ("learning_rate", "ent_coef", "vf_coef", "prio_alpha")
+        for v in (-1e-9, math.nan)
+    ]
+    + [
+        (name, v, "must be > 0")
+        for name in ("clip_coef", "vf_clip_coef", "max_grad_norm", "adam_eps")
+        for v in (0.0, -1.0)
+    ]
+    + [
+        (name, 0.0, "must be > 0 (1.0 is standard V-trace)")
+        for name in ("vtrace_rho_clip", "vtrace_c_clip")
+    ]
+    + [(name, v, _IN_01) for name in ("gamma", "gae_lambda", "prio_beta0") for v in (-0.01, 1.01)]
+    + [
+        (name, v, "must be in [0, 1)")
+        for name in ("adam_beta1", "adam_beta2")
+        for v in (-0.01, 1.0)
+    ]
+    + [("target_kl", v, "must be > 0, or null to disable the KL early stop") for v in (0.0, -1.0)]
+    + [
+        ("lr_schedule", "exp", "unknown schedule: use one of ['linear', 'cosine', 'constant']"),
+        ("optimizer", "sgd", "unknown optimizer: use one of ['adam', 'muon']"),
+    ],
+)
+def test_config_error_message_in_full(field, value, fix):
+    """Every field's check, just past its bound: ``ppo.<field>=<value>: <fix>``, the whole message."""
+    with pytest.raises(ValueError) as err:
+        PPOConfig(**{field: value}).validate(8)
+    assert str(err.value) == f"ppo.{field}={value!r}: {fix}"
+
+
+def test_config_num_minibatches_error_lists_the_first_twelve_divisors():
+    """720 has 30 divisors; the message lists the first 12, in order."""
+    with pytest.raises(ValueError) as err:
+        PPOConfig(num_minibatches=7).validate(720)
+    assert str(err.value) == (
+        "ppo.num_minibatches=7: must divide num_envs=720 (minibatches hold whole segments, one per "
+        "env row): use one of [1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 15, 16] or change vector.num_envs"
+    )
+    with pytest.raises(ValueError) as err:
+        PPOConfig(num_minibatches=2).validate(0)
+    assert str(err.value) == "num_envs=0: must be a positive integer"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"learning_rate": 0.0, "ent_coef": 0.0, "vf_coef": 0.0, "prio_alpha": 0.0},
+        {"clip_coef": 1e-9, "vf_clip_coef": 1e-9, "max_grad_norm": 1e-9, "adam_eps": 1e-12},
+        {"vtrace_rho_clip": 1e-9, "vtrace_c_clip": 1e-9, "target_kl": 1e-9},
+        {"gamma": 0.0, "gae_lambda": 0.0, "prio_beta0": 0.0, "adam_beta1": 0.0, "adam_beta2": 0.0},
+        {
+            "gamma": 1.0,
+            "gae_lambda": 1.0,
+            "prio_beta0": 1.0,
+            "adam_beta1": 0.99,
+            "adam_beta2": 0.9999,
+        },
+        {"lr_schedule": "cosine", "optimizer": "muon", "num_minibatches": 1, "horizon": 1},
+        {"lr_schedule": "constant", "num_minibatches": 8, "update_epochs": 1, "total_timesteps": 1},
+    ],
+)
+def test_config_bounds_are_valid(values):
+    """Each bound that the checks allow (0 where ``>= 0``, 1 where ``<= 1``) passes."""
+    PPOConfig(**values).validate(8)
+
+
 # -- metrics and PPO invariants --------------------------------------------------------------------
 
 
