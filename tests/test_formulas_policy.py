@@ -573,3 +573,18 @@ def test_multi_input_encoder_with_images_only_and_with_none():
         "policy encoder 'cnn' needs image observations (uint8 Box of 2 or 3 axes); "
         f"{vectors!r} has none: use policy=mlp (or lstm)"
     )
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        Box(0, 3, shape=(0,), dtype=np.int64),
+        Box(-1.0, 1.0, shape=(2, 0), dtype=np.float32),
+        MultiBinary(0),
+    ],
+)
+def test_an_action_space_with_no_elements_is_refused_naming_it(space):
+    with pytest.raises(
+        ValueError, match=r"action space .* has no elements: there is no action to learn"
+    ):
+        H.make_head(space, 8)

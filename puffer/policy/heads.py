@@ -255,6 +255,11 @@ Head = CategoricalHead | MultiCategoricalHead | BernoulliHead | GaussianHead
 
 def make_head(space: Space, hidden_size: int, init_log_std: float = 0.0) -> Head:
     """The action head for ``space``. Raises ``ValueError`` naming a space no head can train."""
+    if isinstance(space, Box | MultiDiscrete | MultiBinary) and math.prod(space.shape) == 0:
+        raise ValueError(
+            f"action space {space!r} has no elements: there is no action to learn; give it at "
+            "least one element (shape with no zero)"
+        )
     if isinstance(space, Discrete):
         return CategoricalHead(hidden_size, space)
     if isinstance(space, MultiDiscrete):
