@@ -236,3 +236,56 @@ def test_image_edges():
     assert (short[0, 295:305] == POLE).all()
     down = render_rgb(0.0, math.pi)  # hanging down, past the bottom edge
     assert (down[399, 296:305] == POLE).all()
+
+
+# -- squared ------------------------------------------------------------------------------------
+
+
+def test_squared_targets_cover_every_cell_but_the_centre():
+    from puffer.envs.squared import SquaredVec
+
+    env = SquaredVec(2000, size=3, seed=0)
+    env.reset()
+    cells = set(zip(env.target[0].tolist(), env.target[1].tolist()))
+    assert cells == {(x, y) for x in range(3) for y in range(3)} - {(1, 1)}
+
+
+def test_squared_observation_and_walls_by_hand():
+    from puffer.envs.squared import SquaredVec
+
+    env = SquaredVec(2, size=5, seed=0)
+    env.reset()
+    env.pos[:] = [[0, 2], [4, 2]]  # row 0 at (0, 4): bottom-left corner; row 1 at (2, 2)
+    env.target[:] = [[3, 2], [1, 0]]  # row 0's target (3, 1); row 1's (2, 0): straight up
+    obs, rewards, terminals, _, _ = env.step(np.array([3, 1]))  # row 0 walks off the left edge
+    assert terminals.tolist() == [True, False] and rewards.tolist() == [-1.0, 0.0]
+    # row 1 after moving up to (2, 1): offset (0, -1) / 4, position (2, 1) * 2 / 4 - 1
+    np.testing.assert_array_equal(obs[1], np.float32([0.0, -0.25, 0.0, -0.5]))
+    np.testing.assert_array_equal(env.final_observations[0], np.float32([0.75, -0.75, -1.0, 1.0]))
+
+
+# -- bandit ---------------------------------------------------------------------------------------
+
+
+def test_bandit_render_shows_the_last_pull_and_its_reward():
+    from puffer.envs.bandit import BanditVec
+
+    env = BanditVec(2, num_arms=4, reward_scale=2.0, seed=0)
+    env.reset()
+    assert env.render() == "bandit [ ][ ][ ][ ]  last pull: none yet"
+    other = (env.best_arm + 1) % 4
+    env.step(np.array([env.best_arm, other]))
+    marks = ["[ ]"] * 4
+    marks[env.best_arm] = "[*]"
+    assert env.render(0) == f"bandit {''.join(marks)}  last pull: arm {env.best_arm}, reward +2.00"
+    assert env.render(1).endswith(f"last pull: arm {other}, reward +0.00")
+
+
+def test_bandit_noise_is_standard_normal_times_reward_noise():
+    from puffer.envs.bandit import BanditVec
+
+    env = BanditVec(20_000, num_arms=2, reward_noise=0.5, seed=0)
+    env.reset()
+    _, rewards, terminals, _, infos = env.step(np.full(20_000, env.best_arm))
+    assert terminals.all() and (infos["success"] == 1.0).all()
+    assert abs(rewards.mean() - 1.0) < 0.02 and abs(rewards.std() - 0.5) < 0.01  # 4+ std errors
