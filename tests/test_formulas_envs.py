@@ -289,3 +289,33 @@ def test_bandit_noise_is_standard_normal_times_reward_noise():
     _, rewards, terminals, _, infos = env.step(np.full(20_000, env.best_arm))
     assert terminals.all() and (infos["success"] == 1.0).all()
     assert abs(rewards.mean() - 1.0) < 0.02 and abs(rewards.std() - 0.5) < 0.01  # 4+ std errors
+
+
+# -- memory and squared drawings ----------------------------------------------------------------
+
+
+def test_memory_render_walks_cue_blanks_recall():
+    from puffer.envs.memory import MemoryVec
+
+    env = MemoryVec(1, length=2, seed=0)
+    env.reset()
+    cue = int(env.cue[0])
+    assert env.render() == f"memory C..R  step 0: cue {cue:+d}: remember it\n       ^"
+    env.step(np.array([0]))
+    assert env.render() == "memory C..R  step 1: blank\n        ^"
+    env.step(np.array([0]))
+    env.step(np.array([0]))  # t = 3 = length + 1: the next step is the recall
+    assert env.render(0) == (
+        "memory C..R  step 3: recall: answer the cue (0 for -1, 1 for +1)\n          ^"
+    )
+    env.step(np.array([1]))  # the recall ends the episode: a new cue
+    assert env.render().startswith("memory C..R  step 0: cue")
+
+
+def test_squared_render_marks_agent_and_target():
+    from puffer.envs.squared import SquaredVec
+
+    env = SquaredVec(2, size=3, seed=0)
+    env.reset()
+    env.target[:, 1] = [2, 0]  # row 1's target: top right; its agent in the centre
+    assert env.render(1) == ". . T\n. A .\n. . .\nstep 0/6  A=agent T=target"
