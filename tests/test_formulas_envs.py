@@ -4,6 +4,7 @@ bandit, squared and memory rewards (see each env's module docstring for the rule
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -319,3 +320,91 @@ def test_squared_render_marks_agent_and_target():
     env.reset()
     env.target[:, 1] = [2, 0]  # row 1's target: top right; its agent in the centre
     assert env.render(1) == ". . T\n. A .\n. . .\nstep 0/6  A=agent T=target"
+
+
+# -- the constructors' contracts: spaces, defaults, dtypes, seeds, messages ----------------------
+
+CONTRACTS = {  # env: (bad setting, its message, obs low/high/shape, actions, state dtypes)
+    "bandit": (
+        {"num_arms": 1},
+        "BanditVec: num_arms=1 must be an int >= 2",
+        (1.0, 1.0, (1,)),
+        4,
+        {"last_action": np.int64, "last_reward": np.float32},
+    ),
+    "squared": (
+        {"size": 1},
+        "SquaredVec: size=1 must be an int >= 2",
+        (-1.0, 1.0, (4,)),
+        5,
+        {"pos": np.int64, "target": np.int64, "steps": np.int64},
+    ),
+    "memory": (
+        {"length": -1},
+        "MemoryVec: length=-1 must be an int >= 0",
+        (-1.0, 1.0, (2,)),
+        2,
+        {"cue": np.int64, "t": np.int64},
+    ),
+}
+
+
+def _classes(name: str):
+    import importlib
+
+    module = importlib.import_module(f"puffer.envs.{name}")
+    title = name.capitalize()
+    return getattr(module, f"{title}Vec"), getattr(module, title)
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACTS))
+def test_native_env_contract(name):
+    vec_cls, _ = _classes(name)
+    bad, message, (low, high, shape), actions, dtypes = CONTRACTS[name]
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        vec_cls(**bad)
+    env = vec_cls()
+    assert env.num_envs == 1
+    obs = env.single_observation_space
+    assert obs.shape == shape and obs.dtype == np.float32
+    assert (obs.low == low).all() and (obs.high == high).all()
+    assert env.single_action_space.n == actions
+    state = env.state()
+    assert {k: state[k].dtype for k in dtypes} == {k: np.dtype(v) for k, v in dtypes.items()}
+    assert state["episode_returns"].dtype == np.float32
+    assert state["episode_lengths"].dtype == np.int64
+
+
+NOISE = {"bandit": {"reward_noise": 1.0}}  # the bandit's only randomness
+
+
+def _play(env, rows: int | None) -> list[np.ndarray]:
+    """Observations and rewards of 60 random steps (reset without a seed: the env's stream)."""
+    rng, seen = np.random.default_rng(0), []
+    seen.append(np.asarray(env.reset()[0]).copy())
+    for _ in range(60):
+        space = env.single_action_space if rows else env.action_space
+        action = space.sample_batch(rows, rng) if rows else space.sample(rng)
+        result = env.step(action)
+        seen += [np.asarray(result[0]).copy(), np.asarray(result[1], np.float64)]
+        if not rows and (result[2] or result[3]):
+            seen.append(np.asarray(env.reset()[0]).copy())
+    return seen
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACTS))
+def test_native_env_seeds_reach_the_rows_and_the_one_agent_form(name):
+    vec_cls, one_cls = _classes(name)
+    kw = NOISE.get(name, {})
+    for make, rows in (
+        (lambda: one_cls(seed=3, **kw), None),
+        (lambda: vec_cls(3, seed=3, **kw), 3),
+    ):
+        first, again = _play(make(), rows), _play(make(), rows)
+        assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    env = vec_cls(64, seed=3)
+    env.reset()
+    infos = {}
+    while not infos:  # until episodes end (at most max_steps, length + 1 or 1 steps)
+        infos = env.step(np.zeros(64, np.int64))[4]
+    assert infos["success"].dtype == infos["episode_return"].dtype == np.float32
