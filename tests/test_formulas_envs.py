@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from puffer.env import EnvClosedError
 from puffer.envs.cartpole import (
     TAU,
     THETA_THRESHOLD,
@@ -408,3 +409,47 @@ def test_native_env_seeds_reach_the_rows_and_the_one_agent_form(name):
     while not infos:  # until episodes end (at most max_steps, length + 1 or 1 steps)
         infos = env.step(np.zeros(64, np.int64))[4]
     assert infos["success"].dtype == infos["episode_return"].dtype == np.float32
+
+
+def test_native_env_details_the_contract_tests_leave_open():
+    from puffer.envs.bandit import Bandit, BanditVec
+    from puffer.envs.memory import MemoryVec
+    from puffer.envs.squared import SquaredVec
+
+    with pytest.raises(ValueError, match=r"^SquaredVec: max_steps=0 must be a positive int$"):
+        SquaredVec(max_steps=0)
+    one = Bandit(arm_seed=5, reward_scale=2.0)  # the one-agent form passes every setting on
+    best = BanditVec(arm_seed=5).best_arm
+    assert one.vec.best_arm == best
+    one.reset()
+    assert one.step(best).reward == 2.0
+    squared = SquaredVec(2, size=3, seed=0)
+    squared.reset()
+    squared.target[:] = 0  # both targets top-left, out of reach this step
+    squared.step(np.array([4, 2]))  # row 0 right to (2, 1), row 1 down to (1, 2): both stay on
+    assert not squared.terminals.any()
+    squared.step(np.array([4, 0]))  # row 0 walks off the right edge; row 1 waits
+    assert squared.terminals.tolist() == [True, False]
+    assert squared.render() == squared.render(0) != squared.render(1)
+    memory = MemoryVec(1, length=2, seed=0)
+    memory.reset()
+    memory.step(np.array([0]))
+    memory.step(np.array([0]))  # t = 2 = length: still a blank step
+    assert memory.render() == "memory C..R  step 2: blank\n         ^"
+    bandit = BanditVec(2, seed=0)
+    bandit.reset()
+    bandit.step(np.array([0, 1]))
+    assert bandit.render() == bandit.render(0) != bandit.render(1)
+
+
+def test_load_state_errors_name_the_env_and_the_call():
+    env = CartPoleVec(2, seed=0)
+    env.reset()
+    state = env.state()
+    with pytest.raises(ValueError, match=r"^CartPoleVec\.load_state: keys .* do not match"):
+        env.load_state({**state, "extra": 0})
+    with pytest.raises(ValueError, match=r"^CartPoleVec\.load_state: physics has shape"):
+        env.load_state({**state, "physics": np.zeros((4, 3))})
+    env.close()
+    with pytest.raises(EnvClosedError, match=r"^CartPoleVec\.load_state\(\) called after close"):
+        env.load_state(state)
