@@ -56,7 +56,8 @@ class StopFlag:
     """Records SIGINT/SIGTERM so training stops at the next update boundary (a second one aborts)."""
 
     def __init__(self) -> None:
-        self.signum: int | None = None
+        self.signum: int | None = None  # why training stops: this process's signal or a rank's
+        self.received = 0  # signals this process got: only its own second one aborts
         self.pid = os.getpid()
 
     def _handler(self, signum: int, frame: Any) -> None:
@@ -64,8 +65,11 @@ class StopFlag:
             # A process forked before the worker loop set its own handlers (a group-wide signal
             # can arrive in between): the main process stops it through the VecEnv's close().
             return
-        if self.signum is not None:
+        self.received += 1
+        if self.received > 1:
             raise KeyboardInterrupt
+        # Another rank's signal may have set signum already (dist.agree); this rank's own copy
+        # of the launcher's signal arriving after that is a first signal, not a second.
         self.signum = signum  # no printing here: it would tear the live dashboard
 
     @contextmanager

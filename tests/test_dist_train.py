@@ -220,3 +220,20 @@ def test_cartpole_is_solved_with_two_ranks(tmp_path: Path) -> None:
               f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=900)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert summary(run_dir)["objective"] >= 475  # solved: mean return of the last 100 episodes
+
+
+def test_a_rank_s_own_signal_after_the_ranks_agreed_to_stop_is_not_a_second_one() -> None:
+    # Rank 0 got the launcher's SIGTERM first and the ranks agreed to stop (dist.agree set
+    # signum here); this rank's own forwarded copy then arrives: it must not abort the rank in
+    # the middle of a collective (which hung the other rank until the collective timeout).
+    from puffer.run import StopFlag
+
+    stop = StopFlag()
+    with stop.installed():
+        stop.signum = signal.SIGTERM  # what dist.agree hands every rank
+        os.kill(os.getpid(), signal.SIGTERM)  # this rank's own copy: recorded, no abort
+        time.sleep(0.01)
+        assert stop.received == 1 and stop.signum == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):  # a second signal to this rank does abort
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
