@@ -2,7 +2,8 @@
 
 Observation ``Box((4,), float32)``: cart position, cart velocity, pole angle, pole angular velocity
 (bounds as gymnasium's). Action ``Discrete(2)`` (0 pushes left, 1 right), or with
-``continuous=True`` ``Box(-1, 1, (1,), float32)`` scaling the force (clipped to [-1, 1]).
+``continuous=True`` ``Box(-1, 1, (1,), float32)``: the force is ``10 * action`` newtons (an
+action outside [-1, 1] is refused; ``puffer.wrappers.ClipAction`` clips instead).
 Reward 1 every step; terminated when ``|x| > 2.4`` or ``|theta| > 12 deg``; truncated after
 ``max_steps`` (500) steps. Per-episode info: ``episode_return``, ``episode_length``.
 
