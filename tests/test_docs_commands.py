@@ -130,10 +130,15 @@ def _commands(block: list[tuple[int, str]], markers: list[_Marker], page: str) -
     return out
 
 
+def page_name(path: Path) -> str:
+    """How commands and ``after`` markers name a page: its path from the repo root (or its name)."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+
+
 def parse(path: Path) -> list[Command | File]:
     """The commands and files of one page, in order. Raises ValueError for a marker that does
     not parse, a skip without a reason, or a prefix that matches no line of its block."""
-    page = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+    page = page_name(path)
     lines = path.read_text(encoding="utf-8").splitlines()
     items: list[Command | File] = []
     markers: list[_Marker] = []
@@ -199,7 +204,7 @@ def chains(docs: list[Path] = DOCS) -> list[list[Path]]:
     chain_of: dict[str, list[Path]] = {}
     out: list[list[Path]] = []
     for path in docs:
-        name = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+        name = page_name(path)
         first = after(path)
         if first is None:
             out.append([path])
