@@ -11,6 +11,9 @@ layer of 128 units (tanh); an LSTM of 128 units for the recurrent policies; torc
   and sb3-contrib ``RecurrentPPO`` (``lstm_hidden_size=128``, one LSTM shared by actor and critic,
   ``net_arch=[]``) on gymnasium's CartPole-v1 in a ``DummyVecEnv``, at 16 and 256 rows, 1 thread.
   Install them with ``pip install -e '.[bench]'``.
+- ``bare`` (``--libs puffer,bare``): a bare CleanRL-style eager-torch PPO on the same native
+  CartPole, MLP only, without puffer's checks, statistics and options: what a straightforward
+  eager-torch loop costs at these settings, i.e. how much of puffer's step is puffer's own.
 
 Each measurement runs in a fresh subprocess: it builds everything, runs one update as warm-up,
 then times whole updates until ``--seconds`` have passed; the reported SPS is the median over
@@ -136,6 +139,71 @@ def measure_sb3(policy: str, rows: int, seconds: float) -> float:
             return done / elapsed
 
 
+def measure_bare(policy: str, rows: int, seconds: float) -> float:
+    """A bare CleanRL-style eager-torch PPO on puffer's native cartpole (MLP only): the same env,
+    network sizes, horizon and minibatches, with none of puffer's checks, statistics, options or
+    truncation bootstrap: what a straightforward eager-torch PPO costs at these settings."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    import puffer.envs
+
+    if policy != "mlp":
+        raise SystemExit("bare: only the MLP")
+    env = puffer.envs.make("cartpole", num_envs=rows, seed=0)
+    env.reset(seed=0)
+    torch.manual_seed(0)
+    trunk = nn.Sequential(nn.Linear(4, HIDDEN), nn.Tanh())
+    actor, critic = nn.Linear(HIDDEN, 2), nn.Linear(HIDDEN, 1)
+    params = [*trunk.parameters(), *actor.parameters(), *critic.parameters()]
+    optimizer = torch.optim.Adam(params, lr=2.5e-4, eps=1e-5, fused=True)
+    obs = torch.from_numpy(env.observations)  # the env writes its observations in place
+    b_obs, b_logp = torch.zeros(HORIZON, rows, 4), torch.zeros(HORIZON, rows)
+    b_act = torch.zeros(HORIZON, rows, dtype=torch.int64)
+    b_values = torch.zeros(HORIZON + 1, rows)
+    rewards, dones = np.zeros((HORIZON, rows), np.float32), np.zeros((HORIZON, rows), np.float32)
+    minibatch_size = rows * HORIZON // minibatches(rows)
+    gamma, gae_lambda, clip_coef = 0.99, 0.95, 0.2
+
+    def update() -> None:
+        with torch.no_grad():
+            for t in range(HORIZON):
+                b_obs[t] = obs
+                hidden = trunk(obs)
+                logp = torch.log_softmax(actor(hidden), -1)
+                action = torch.multinomial(logp.exp(), 1)
+                b_values[t], b_act[t] = critic(hidden).squeeze(-1), action.squeeze(-1)
+                b_logp[t] = logp.gather(-1, action).squeeze(-1)
+                _, rewards[t], term, trunc, _ = env.step(b_act[t].numpy())
+                dones[t] = term | trunc
+            b_values[HORIZON] = critic(trunk(obs)).squeeze(-1)
+        values, advantages, last = b_values.numpy(), np.zeros_like(rewards), 0.0
+        for t in reversed(range(HORIZON)):  # GAE (Schulman et al. 2016)
+            nonterminal = 1.0 - dones[t]
+            delta = rewards[t] + gamma * values[t + 1] * nonterminal - values[t]
+            advantages[t] = last = delta + gamma * gae_lambda * nonterminal * last
+        adv = torch.from_numpy(advantages).view(-1)
+        returns = adv + b_values[:HORIZON].reshape(-1)
+        flat_obs, flat_act, flat_logp = b_obs.view(-1, 4), b_act.view(-1), b_logp.view(-1)
+        for idx in torch.randperm(rows * HORIZON).split(minibatch_size):
+            hidden = trunk(flat_obs[idx])
+            logp = torch.log_softmax(actor(hidden), -1)
+            ratio = (logp.gather(-1, flat_act[idx, None]).squeeze(-1) - flat_logp[idx]).exp()
+            mb_adv = (adv[idx] - adv[idx].mean()) / (adv[idx].std() + 1e-8)
+            clipped = ratio.clamp(1 - clip_coef, 1 + clip_coef)
+            pg_loss = torch.max(-mb_adv * ratio, -mb_adv * clipped).mean()
+            v_loss = 0.5 * (critic(hidden).squeeze(-1) - returns[idx]).square().mean()
+            entropy = -(logp.exp() * logp).sum(-1).mean()
+            loss = pg_loss + 0.5 * v_loss - 0.01 * entropy
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, 0.5, foreach=True)
+            optimizer.step()
+
+    return time_updates(update, rows * HORIZON, seconds)
+
+
 def worker(args: argparse.Namespace) -> None:
     """Run one measurement and print it as a JSON line."""
     import torch
@@ -144,7 +212,7 @@ def worker(args: argparse.Namespace) -> None:
         sys.path.insert(0, str(Path(args.puffer_path).resolve()))
     torch.set_num_threads(args.threads[0])
     lib, policy, rows = args.worker.split(",")
-    measure = measure_sb3 if lib == "sb3" else measure_puffer
+    measure = {"sb3": measure_sb3, "bare": measure_bare}.get(lib, measure_puffer)
     sps = measure(policy, int(rows), args.seconds)
     print(json.dumps({"lib": lib, "policy": policy, "rows": int(rows), "sps": sps}))
 
@@ -162,6 +230,8 @@ def configs(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
                     out.append(("puffer", policy, rows, threads))
                     if args.baseline:
                         out.append(("baseline", policy, rows, threads))
+                if "bare" in args.libs and policy == "mlp":
+                    out.append(("bare", policy, rows, threads))
                 if "sb3" in args.libs and rows in PEER_ROWS and threads == 1:
                     out.append(("sb3", policy, rows, threads))
     return out

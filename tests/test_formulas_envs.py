@@ -20,6 +20,7 @@ from puffer.envs.cartpole import (
     render_text,
     spaces,
 )
+from puffer.spaces import Box, Discrete
 
 
 def set_rows(env: CartPoleVec, states: list[tuple[float, float, float, float]]) -> None:
@@ -453,3 +454,193 @@ def test_load_state_errors_name_the_env_and_the_call():
     env.close()
     with pytest.raises(EnvClosedError, match=r"^CartPoleVec\.load_state\(\) called after close"):
         env.load_state(state)
+
+
+# --- reach: the multi-agent grid (rules in puffer/envs/reach.py's docstring) ----------------------
+
+
+def place(env, pos, target, masks=None):
+    """Put agent row ``i`` at cell ``pos[i]`` = (x, y) with target ``target[i]``."""
+    from puffer.envs.reach import ReachVec
+
+    assert isinstance(env, ReachVec)
+    env.pos[:] = np.array(pos).T
+    env.target[:] = np.array(target).T
+    env.masks[:] = True if masks is None else masks
+    env.steps[:] = 0
+    env._observe()
+
+
+def test_reach_observation_is_target_offset_position_and_nearest_live_agent():
+    from puffer.envs.reach import ReachVec
+
+    env = ReachVec(4, num_agents=2, size=5, seed=0)
+    env.reset()
+    # Game 0: agents at (1, 1) and (4, 4). Game 1: agent 2 at (0, 0); agent 3 is done (masked).
+    place(
+        env,
+        [(1, 1), (4, 4), (0, 0), (1, 0)],
+        [(3, 0), (0, 4), (2, 2), (4, 4)],
+        masks=[True, True, True, False],
+    )
+    q = 1 / 4  # 1 / (size - 1)
+    expected = [
+        [2 * q, -q, 1 * 2 * q - 1, 1 * 2 * q - 1, 3 * q, 3 * q],
+        [-4 * q, 0, 1, 1, -3 * q, -3 * q],
+        [2 * q, 2 * q, -1, -1, 0, 0],  # no other live agent in its game: offset 0
+        [0, 0, 0, 0, 0, 0],  # masked rows see zeros
+    ]
+    np.testing.assert_allclose(env.observations, np.array(expected, np.float32))
+
+
+def test_reach_nearest_agent_is_by_manhattan_distance_among_live_ones():
+    from puffer.envs.reach import ReachVec
+
+    env = ReachVec(3, num_agents=3, size=4, seed=0)
+    env.reset()
+    place(env, [(0, 0), (2, 0), (0, 3)], [(3, 3)] * 3)
+    q = 1 / 3
+    np.testing.assert_allclose(
+        env.observations[:, 4:], [[2 * q, 0], [-2 * q, 0], [0, -3 * q]], rtol=1e-6
+    )
+    place(env, [(0, 0), (2, 0), (0, 3)], [(3, 3)] * 3, masks=[True, False, True])
+    np.testing.assert_allclose(
+        env.observations[:, 4:], [[0, 3 * q], [0, 0], [0, -3 * q]], rtol=1e-6
+    )
+
+
+def test_reach_moves_rewards_masks_truncation_and_the_game_restart():
+    from puffer.envs.reach import ReachVec
+
+    env = ReachVec(4, num_agents=2, size=4, max_steps=3, seed=0)
+    env.reset()
+    place(env, [(0, 0), (3, 3), (1, 1), (2, 2)], [(1, 0), (0, 0), (3, 3), (0, 3)])
+    # right onto the target; down off the grid (ignored); game 1: noop and left
+    obs, rew, term, trunc, infos = env.step(np.array([4, 2, 0, 3]))
+    assert rew.tolist() == [1, 0, 0, 0] and term.tolist() == [True, False, False, False]
+    assert not trunc.any() and env.masks.tolist() == [False, True, True, True]
+    q = 1 / 3
+    np.testing.assert_allclose(env.final_observations[0], [0, 0, -q, -1, 2 * q, 1], rtol=1e-6)
+    assert (obs[0] == 0).all()  # masked until its game restarts
+    np.testing.assert_allclose(obs[1], [-1, -1, 1, 1, 0, 0])  # its neighbour is gone
+    assert {k: v.tolist() for k, v in infos.items()} == {
+        "episode_return": [1.0],
+        "episode_length": [1],
+        "success": [1.0],
+        "agent_0/episode_return": [1.0],
+    }
+    assert env.pos[:, 2:].T.tolist() == [[1, 1], [1, 2]]
+    # the masked agent 0 does not move; agent 1 goes left, then up
+    env.step(np.array([1, 3, 0, 0]))
+    assert env.pos[:, :2].T.tolist() == [[1, 0], [2, 3]] and not env.rewards.any()
+    _, rew, term, trunc, infos = env.step(np.array([0, 1, 0, 0]))
+    # step 3 = max_steps: agents 1, 2 and 3 are truncated with reward 0
+    assert rew.tolist() == [0, 0, 0, 0] and not term.any()
+    assert trunc.tolist() == [False, True, True, True]
+    assert {k: v.tolist() for k, v in infos.items()} == {
+        "episode_return": [0.0, 0.0, 0.0],
+        "episode_length": [3, 3, 3],
+        "success": [0.0, 0.0, 0.0],
+        "agent_1/episode_return": [0.0, 0.0],
+        "agent_0/episode_return": [0.0],
+    }
+    np.testing.assert_allclose(env.final_observations[1], [-2 * q, -2 * q, q, q, 0, 0], rtol=1e-6)
+    # every agent of both games is done: both games restarted on fresh cells
+    assert env.masks.all() and (env.steps == 0).all()
+    assert (env.episode_returns == 0).all() and (env.episode_lengths == 0).all()
+    assert np.abs(env.observations).max() > 0
+
+
+def test_reach_restarts_a_game_on_distinct_cells_with_targets_off_the_start():
+    from puffer.envs.reach import ReachVec
+
+    env = ReachVec(3 * 500, num_agents=3, size=2, seed=0)  # 3 agents on 4 cells
+    env.reset()
+    cells = (env.pos[1] * 2 + env.pos[0]).reshape(500, 3)
+    goals = env.target[1] * 2 + env.target[0]
+    assert all(len(set(game)) == 3 for game in cells.tolist())
+    assert (goals != cells.ravel()).all()
+    # every other cell is a target of some agent starting on each cell
+    for start in range(4):
+        assert set(goals[cells.ravel() == start].tolist()) == set(range(4)) - {start}
+    assert env.masks.all() and (env.steps == 0).all()
+
+
+def test_reach_only_restarts_games_whose_agents_are_all_done():
+    from puffer.envs.reach import ReachVec
+
+    env = ReachVec(4, num_agents=2, size=5, seed=0)
+    env.reset()
+    place(env, [(0, 0), (4, 4), (2, 2), (2, 3)], [(1, 0), (0, 4), (4, 0), (2, 4)])
+    env.step(np.array([4, 0, 0, 2]))  # agent 0 and agent 3 reach their targets
+    assert env.masks.tolist() == [False, True, True, False]
+    assert env.pos.T.tolist() == [[1, 0], [4, 4], [2, 2], [2, 4]]  # nothing restarted
+
+
+def test_reach_render_draws_the_game_of_a_row():
+    from puffer.envs.reach import ReachVec
+
+    env = ReachVec(4, num_agents=2, size=3, seed=0)
+    env.reset()
+    place(
+        env,
+        [(0, 0), (2, 1), (1, 1), (0, 2)],
+        [(2, 2), (0, 1), (1, 0), (2, 0)],
+        masks=[True, True, True, False],
+    )
+    assert env.render(1) == "0 . .\nb . 1\n. . a\ngame 0: digits = agents, letters = their targets"
+    assert env.render(3) == ". a .\n. 0 .\n. . .\ngame 1: digits = agents, letters = their targets"
+    assert env.render() == env.render(0)
+
+
+def test_register_adds_an_env_spec(monkeypatch):
+    from puffer import envs
+
+    monkeypatch.setattr(envs, "_REGISTRY", dict(envs._REGISTRY))
+    envs.register("corridor_q", CartPoleVec, CartPole, "a test env")
+    spec = envs.spec("corridor_q")
+    assert (spec.name, spec.vec, spec.one, spec.description) == (
+        "corridor_q",
+        CartPoleVec,
+        CartPole,
+        "a test env",
+    )
+    assert "corridor_q" in envs.names() and envs.names()["corridor_q"] == "a test env"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_agents": 0}, r"^ReachVec: num_agents=0 must be a positive int$"),
+        ({"size": 1}, r"^ReachVec: size=1 must be an int >= 2$"),
+        ({"num_agents": 4, "size": 2}, r"^ReachVec: num_agents=4 must be below size\*\*2$"),
+        ({"max_steps": -1}, r"^ReachVec: max_steps=-1 must be a positive int$"),
+        ({"num_envs": 0}, r"^ReachVec: num_envs=0 must be a positive int$"),
+        (
+            {"num_envs": 5, "num_agents": 2},
+            r"^ReachVec: num_envs=5 rows must be a multiple of num_agents=2 \(one row per agent\)$",
+        ),
+    ],
+)
+def test_reach_settings_errors(kwargs, message):
+    from puffer.envs.reach import ReachVec
+
+    with pytest.raises(ValueError, match=message):
+        ReachVec(**kwargs)
+
+
+def test_reach_settings_and_spaces():
+    from puffer.envs.reach import ReachVec
+
+    env = ReachVec(6, num_agents=3, size=4)
+    assert (env.num_agents, env.size, env.max_steps, env.games) == (3, 4, 8, 2)
+    assert ReachVec(3, num_agents=3, size=2).num_agents == 3  # 3 agents on 4 cells is fine
+    assert ReachVec(2, max_steps=5).max_steps == 5
+    assert env.pos.shape == env.target.shape == (2, 6) and env.steps.shape == (6,)
+    assert env.single_observation_space == Box(-1.0, 1.0, shape=(6,), dtype=np.float32)
+    assert env.single_action_space == Discrete(5)
+    assert ReachVec.rows_per_env(num_agents=4) == 4 and ReachVec.rows_per_env() == 2
+    env.reset(seed=0)
+    env.masks[:] = False
+    env.reset()
+    assert env.masks.all()  # a reset starts every agent again

@@ -588,3 +588,35 @@ def test_an_action_space_with_no_elements_is_refused_naming_it(space):
         ValueError, match=r"action space .* has no elements: there is no action to learn"
     ):
         H.make_head(space, 8)
+
+
+def test_predict_is_the_mode_by_default_and_carries_the_state():
+    torch.manual_seed(0)
+    policy = P.build(
+        P.PolicyConfig(name="lstm", hidden_sizes=[8], lstm_hidden_size=8),
+        Box.uniform([3], -1, 1),
+        Discrete(5, start=2),
+        seed=0,
+    )
+    obs = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    state = policy.initial_state(64)
+    state = tuple(torch.randn_like(s) for s in state)
+    params, _, next_state = policy(torch.from_numpy(obs), state)
+    actions, got_state = policy.predict(obs, state)
+    assert actions.tolist() == (params.argmax(-1) + 2).tolist()  # the mode, in the env's range
+    for got, want in zip(got_state, next_state, strict=True):
+        torch.testing.assert_close(got, want)  # the given state, stepped
+    fresh, _ = policy.predict(obs)  # from the initial state: other actions on these logits
+    assert fresh.tolist() != actions.tolist()
+    sampled, _ = policy.predict(obs, state, deterministic=False)
+    assert sampled.tolist() != actions.tolist()  # near-uniform logits: 64 draws differ somewhere
+
+
+def test_running_norm_clips_both_sides():
+    from puffer.policy.norm import RunningNorm
+
+    norm = RunningNorm(2, clip=3.0)
+    norm.update(torch.tensor([[0.0, 0.0], [2.0, 2.0]]))  # mean 1, var 1
+    norm.enabled = True
+    out = norm(torch.tensor([[10.0, -10.0], [1.5, 0.5]]))
+    torch.testing.assert_close(out, torch.tensor([[3.0, -3.0], [0.5, -0.5]]), atol=1e-6, rtol=0)
