@@ -113,12 +113,11 @@ class AsyncBatches:
             self.bootstrap[torch.from_numpy(env_ids[last])] = value[torch.from_numpy(last)]
         truncated = truncations & stored
         if truncated.any():
-            at = torch.from_numpy(np.flatnonzero(truncated))
-            batch_state = None if state is None else tuple(s[at] for s in state)
-            final_obs = tr.to_device(tr.vecenv.final_observations[env_ids[truncated]])
-            _, final_value, _ = tr.policy(final_obs, batch_state, None)
-            rows = torch.from_numpy(env_ids[truncated])
-            buf.next_values[rows, torch.from_numpy(self.ptr[env_ids[truncated]] - 1)] = final_value
+            rows = env_ids[truncated]
+            final_values = tr.final_values(rows, state, np.flatnonzero(truncated))
+            buf.next_values[torch.from_numpy(rows), torch.from_numpy(self.ptr[rows] - 1)] = (
+                final_values
+            )
         self.stored[env_ids] = False
         complete[env_ids] |= last
 

@@ -179,7 +179,8 @@ class Trainer:
             if infos:
                 self.episodes.record(infos)
             if truncations.any():
-                self._bootstrap_truncated(t, truncations)
+                rows = np.flatnonzero(truncations)
+                buf.next_values[rows, t] = self.final_values(rows, self.state, rows)
             obs = self.to_device.reused(next_obs)
             times["forward"] += t1 - t0
             times["env"] += t3 - t2
@@ -189,14 +190,15 @@ class Trainer:
         _, bootstrap, _ = policy(obs, self.state, self.to_device(starts))
         return bootstrap
 
-    def _bootstrap_truncated(self, t: int, truncations: np.ndarray) -> None:
-        """``next_values[:, t]`` of the rows whose episode was truncated at step ``t``: ``V`` of
-        the true final observation, from the row's policy state after the step."""
-        rows = np.flatnonzero(truncations)
+    def final_values(self, rows: np.ndarray, state: Any, at: np.ndarray) -> torch.Tensor:
+        """``V`` ``(len(rows),)`` of the true final observations of the env ``rows`` whose
+        episodes were truncated this step, from rows ``at`` of the policy ``state`` after the
+        step (None for a feed-forward policy): a truncated episode's bootstrap."""
         final_obs = self.to_device(self.vecenv.final_observations[rows])
-        index = torch.from_numpy(rows).to(self.device)
-        state = None if self.state is None else tuple(s[index] for s in self.state)
-        self.buffer.next_values[rows, t] = self.policy(final_obs, state, None)[1]
+        if state is not None:
+            index = torch.from_numpy(at).to(self.device)
+            state = tuple(s[index] for s in state)
+        return self.policy(final_obs, state, None)[1]
 
     def vecenv_masks(self) -> np.ndarray | None:
         """The VecEnv's per-row live-agent mask, or None (all rows count) when it has none."""
