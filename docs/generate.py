@@ -148,7 +148,7 @@ TIMED = [
     "python -m puffer.train env=memory",
     "python -m puffer.train env=gymnasium env.id=Acrobot-v1",
     "python -m puffer.train env=custom env.creator=corridor:Corridor +env.kwargs.length=6",
-    "python -m puffer.train env=cartpole policy=lstm ppo.learning_rate=1e-3 vector=multiprocessing",
+    "python -m puffer.train env=cartpole policy=lstm ppo.learning_rate=2e-2 vector=multiprocessing",
 ]
 CORRIDOR = re.compile(r"<!-- docs-test: file corridor.py -->\n```python\n(.*?)^```", re.S | re.M)
 

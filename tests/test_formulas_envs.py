@@ -644,3 +644,24 @@ def test_reach_settings_and_spaces():
     env.masks[:] = False
     env.reset()
     assert env.masks.all()  # a reset starts every agent again
+
+
+def test_registry_messages_and_defaults():
+    from puffer import envs
+
+    built_in = "Built-in envs: bandit, cartpole, memory, reach, squared"
+    with pytest.raises(
+        KeyError, match=rf"^\"unknown env 'cartpol'. Did you mean 'cartpole'\? {built_in}\"$"
+    ):
+        envs.spec("cartpol")
+    with pytest.raises(KeyError, match=rf"^\"unknown env 'zzz'. {built_in}\"$"):
+        envs.spec("zzz")
+    message = (
+        "env 'reach' is multi-agent and has no one-agent form: use puffer.envs.make('reach', "
+        "num_envs=...) (one row per agent)"
+    )
+    with pytest.raises(TypeError, match=rf"^{re.escape(message)}$"):
+        envs.make_one("reach")
+    assert envs.make("cartpole").num_envs == 1
+    assert envs.spec("cartpole").rows_per_env() == 1  # a one-agent env has no rows_per_env
+    assert envs.spec("reach").rows_per_env(num_agents=3) == 3

@@ -620,3 +620,250 @@ def test_running_norm_clips_both_sides():
     norm.enabled = True
     out = norm(torch.tensor([[10.0, -10.0], [1.5, 0.5]]))
     torch.testing.assert_close(out, torch.tensor([[3.0, -3.0], [0.5, -0.5]]), atol=1e-6, rtol=0)
+
+
+# --- which path Tanh takes, the LSTM's run plan, and the policy's wiring ---------------------------
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_tanh_takes_the_sigmoid_form_only_for_large_float32_cpu_inputs():
+    from puffer.policy.layers import SIGMOID_TANH_MIN, Tanh
+
+    def sigmoid_form(x):
+        return torch.mul(x, 2).sigmoid_().mul_(2).sub_(1)
+
+    gen = torch.Generator().manual_seed(0)
+    at_the_bound = torch.randn(SIGMOID_TANH_MIN, generator=gen) * 3
+    assert torch.equal(Tanh()(at_the_bound), sigmoid_form(at_the_bound))
+    assert not torch.equal(sigmoid_form(at_the_bound), torch.tanh(at_the_bound))  # tells them apart
+    below = at_the_bound[:-1]
+    assert torch.equal(Tanh()(below), torch.tanh(below))
+    wide = at_the_bound.double()
+    assert torch.equal(Tanh()(wide), torch.tanh(wide))
+    traced = torch.jit.trace(Tanh(), at_the_bound)
+    assert "aten::tanh" in str(traced.graph) and "sigmoid" not in str(traced.graph)
+
+
+def test_lstm_run_plan_by_hand():
+    from puffer.policy.cores import _plan
+
+    starts = np.array([[0, 0, 1, 0], [0, 1, 0, 0]], bool)
+    plan = _plan(starts)  # runs: [0, 1], [2, 3] | [4], [5, 6, 7]: all in one padded call of 3
+    assert plan.runs == 4 and plan.first.tolist() == [0, 2]
+    assert len(plan.calls) == 1
+    runs, length, src, dst = plan.calls[0]
+    assert runs.tolist() == [0, 1, 2, 3] and length == 3
+    assert src.tolist() == list(range(8)) and dst.tolist() == [0, 1, 3, 4, 6, 9, 10, 11]
+    assert plan.inverse.tolist() == list(range(8))
+
+
+def test_lstm_run_plan_gives_a_lone_long_run_its_own_call():
+    from puffer.policy.cores import _plan
+
+    starts = np.ones((4, 64), bool)
+    starts[0] = False  # segment 0: one run of 64 steps; the others: 192 runs of one step
+    plan = _plan(starts)
+    assert [(len(runs), length) for runs, length, _, _ in plan.calls] == [(192, 1), (1, 64)]
+    assert plan.calls[1][0].tolist() == [0] and plan.calls[1][2].tolist() == list(range(64))
+    policy = P.LSTM(Box.uniform([3], -1, 1), Discrete(2), [8], lstm_hidden_size=8)
+    obs = torch.randn(4, 64, 3, generator=torch.Generator().manual_seed(0))
+    state = tuple(torch.randn(4, 8, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+    seq_starts = torch.from_numpy(starts)
+    with torch.no_grad():
+        _, values = policy.forward_sequence(obs, state, seq_starts)
+        step_state, step_values = state, []
+        for t in range(64):
+            _, value, step_state = policy(obs[:, t], step_state, seq_starts[:, t])
+            step_values.append(value)
+    torch.testing.assert_close(values, torch.stack(step_values, 1))
+
+
+@pytest.mark.parametrize(
+    ("klass", "lengths", "groups"),
+    [
+        # one long run apart from 100 short ones: 131 + 158 beats 30 + 64 * 102 merged
+        ([0] * 100 + [6], [1] * 100 + [64], [[0], [6]]),
+        # two runs of 4 and two of 8: 30 + 8 * 5 = 70 merged beats 42 + 54 apart
+        ([2, 2, 3, 3], [4, 4, 8, 8], [[2, 3]]),
+        # short classes merge (44), the long one stays apart (3294): 3338 is the least
+        ([0] * 3 + [1] * 3 + [6] * 50, [1] * 3 + [2] * 3 + [64] * 50, [[0, 1], [6]]),
+    ],
+)
+def test_lstm_length_classes_merge_by_the_cost_model(klass, lengths, groups):
+    from puffer.policy.cores import CALL_COST, STEP_COST, _merge
+
+    assert (CALL_COST, STEP_COST) == (30.0, 1.0)  # the costs the hand sums above use
+    assert _merge(np.array(klass), np.array(lengths)) == groups
+
+
+def test_policy_defaults_and_what_the_constructors_pass_on():
+    obs, box = Box.uniform([3], -1, 1), Box.uniform([2], -1, 1)
+    assert P.MLP(obs, box).head.log_std.tolist() == [0.0, 0.0]
+    lstm = P.LSTM(obs, box)
+    assert lstm.head.log_std.tolist() == [0.0, 0.0] and lstm.core.hidden_size == 64
+    assert P.LSTM(obs, box, init_log_std=-1.0).head.log_std.tolist() == [-1.0, -1.0]
+    for cls in (P.MLP, P.LSTM):
+        relu = cls(obs, Discrete(2), [4], activation="relu")
+        assert isinstance(relu.encoder.net[1], nn.ReLU)
+    encoder = nn.Sequential(nn.Linear(3, 5))
+    assert P.Policy(obs, box, encoder=_sized(encoder, 5)).head.log_std.tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match=r"^LSTM: pass encoder_size, the output size of the given"):
+        P.LSTM(obs, box, encoder=nn.Linear(3, 5))
+    assert P.LSTM(obs, box, encoder=nn.Linear(3, 5), encoder_size=5).core.input_size == 5
+
+
+def _sized(module: nn.Module, size: int) -> nn.Module:
+    module.output_size = size
+    return module
+
+
+def test_an_encoder_without_normalizable_gets_flat_float32_normalized_input():
+    obs_space = Box.uniform([2, 2], -10, 10)
+    seen = []
+
+    class Spy(nn.Module):
+        output_size = 4
+
+        def forward(self, x):
+            seen.append(x)
+            return x
+
+    policy = P.Policy(obs_space, Discrete(2), encoder=Spy())
+    policy.obs_norm.update(torch.tensor([[0.0, 0.0, 0.0, 0.0], [2.0, 4.0, 6.0, 8.0]]))
+    policy.obs_norm.enabled = True  # allowed: flat input by default
+    policy(torch.tensor([[[3.0, 6.0], [9.0, 12.0]]], dtype=torch.float64))
+    assert seen[-1].dtype == torch.float32 and seen[-1].shape == (1, 4)
+    # mean (1, 2, 3, 4), std (1, 2, 3, 4): every feature is 2 standard deviations out
+    torch.testing.assert_close(seen[-1], torch.full((1, 4), 2.0))
+
+
+def test_observations_of_any_dtype_reach_the_mlp_as_float32():
+    policy = P.MLP(Box.uniform([3], -5, 5), Discrete(2), [4])
+    as_float = policy(torch.tensor([[1.0, -2.0, 3.0]]))
+    for dtype in (torch.float64, torch.int64, torch.int16):
+        params, value, _ = policy(torch.tensor([[1, -2, 3]], dtype=dtype))
+        torch.testing.assert_close(params, as_float[0])
+        torch.testing.assert_close(value, as_float[1])
+
+
+def test_recurrent_forward_sequence_without_a_state_starts_from_zeros():
+    policy = P.LSTM(Box.uniform([3], -1, 1), Discrete(2), [4], lstm_hidden_size=6)
+    obs = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        implicit = policy.forward_sequence(obs)
+        explicit = policy.forward_sequence(obs, policy.initial_state(2))
+    for a, b in zip(implicit, explicit, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_act_builds_no_autograd_graph():
+    policy = P.MLP(Box.uniform([3], -1, 1), Box.uniform([2], -1, 1), [4])
+    out = policy.act(torch.randn(5, 3))
+    assert not any(t.requires_grad for t in (out.action, out.log_prob, out.value))
+
+
+def test_build_passes_every_setting_to_every_kind_of_policy():
+    obs, image, box = Box.uniform([3], -1, 1), Box(0.0, 1.0, (36, 36, 3)), Box.uniform([2], -1, 1)
+    cases = [("mlp", obs), ("lstm", obs), ("cnn", image), ("cnn_lstm", image)]
+    for name, space in cases:
+        config = P.PolicyConfig(name=name, init_log_std=-0.7, cnn_hidden_size=16)
+        policy = P.build(config, space, box)
+        assert policy.head.log_std.tolist() == pytest.approx([-0.7, -0.7]), name
+    cnn = P.build(P.PolicyConfig(name="cnn", cnn_hidden_size=16), image, box).encoder
+    assert cnn.scale is False  # float images are used as they are; uint8 ones are scaled
+
+
+def test_build_of_a_custom_policy_passes_the_spaces_and_settings(monkeypatch):
+    import sys
+    import types
+
+    class Net(nn.Module):
+        output_size = 3
+
+        def __init__(self, observation_space, action_space, original_observation_space, width):
+            super().__init__()
+            self.got = (observation_space, action_space, original_observation_space, width)
+            self.linear = nn.Linear(3, 3)
+
+        def forward(self, obs):
+            return self.linear(obs), obs.sum(-1)
+
+    module = types.ModuleType("build_nets_q")
+    module.Net = Net
+    monkeypatch.setitem(sys.modules, "build_nets_q", module)
+    obs, box, original = (
+        Box.uniform([3], -1, 1),
+        Box.uniform([2], -1, 1),
+        Box.uniform([1, 3], -1, 1),
+    )
+    config = P.PolicyConfig(
+        name="custom", _target_="build_nets_q.Net", kwargs={"width": 9}, init_log_std=-0.3
+    )
+    policy = P.build(config, obs, box, original_observation_space=original)
+    assert policy.network.got == (obs, box, original, 9)
+    assert policy.head.log_std.tolist() == pytest.approx([-0.3, -0.3])
+
+
+def test_make_reads_the_vecenv_spaces_and_seeds_the_weights():
+    from types import SimpleNamespace
+
+    vecenv = SimpleNamespace(
+        single_observation_space=Box.uniform([3], -1, 1), single_action_space=Discrete(2)
+    )  # no original_observation_space: a flat env
+    config = P.PolicyConfig(hidden_sizes=[4])
+    first, again = P.make(config, vecenv, seed=3), P.make(config, vecenv, seed=3)
+    other = P.make(config, vecenv, seed=4)
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters()))
+    assert not torch.equal(first.encoder.net[0].weight, other.encoder.net[0].weight)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"encoder": "vit"}, r"^policy.encoder='vit' is unknown: use one of \('mlp', 'cnn'\)$"),
+        ({"core": "gru"}, r"^policy.core='gru' is unknown: use one of \('none', 'lstm'\)$"),
+        (
+            {"hidden_sizes": [1.5]},
+            r"^policy.hidden_sizes=\[1.5\]: give one or more positive ints, e.g. \[64, 64\]$",
+        ),
+        (
+            {"hidden_sizes": []},
+            r"^policy.hidden_sizes=\[\]: give one or more positive ints, e.g. \[64, 64\]$",
+        ),
+        (
+            {"lstm_hidden_size": 0},
+            r"^policy.lstm_hidden_size=\[0\]: give one or more positive ints, e.g. 128$",
+        ),
+        (
+            {"cnn_hidden_size": -1},
+            r"^policy.cnn_hidden_size=\[-1\]: give one or more positive ints, e.g. 128$",
+        ),
+        ({"cnn_channels": [0]}, r"^policy.cnn_channels=\[0\]: .*, e.g. \[32,64,64\]$"),
+        ({"cnn_kernels": [0]}, r"^policy.cnn_kernels=\[0\]: .*, e.g. \[8,4,3\]$"),
+        ({"cnn_strides": [0]}, r"^policy.cnn_strides=\[0\]: .*, e.g. \[4,2,1\]$"),
+        (
+            {"cnn_channels": [1, 2], "cnn_kernels": [3, 4, 5], "cnn_strides": [6]},
+            r"^policy.cnn_channels=\[1, 2\], cnn_kernels=\[3, 4, 5\], cnn_strides=\[6\]: give "
+            r"one entry per conv layer in each$",
+        ),
+        (
+            {"name": "custom"},
+            r"^policy=custom needs policy._target_, the dotted path of your network class, "
+            r"e.g. policy._target_=my_pkg.nets.MyPolicy$",
+        ),
+        (
+            {"_target_": "a.B"},
+            r"^policy._target_='a.B' is set but policy.name='mlp': use policy=custom to build it$",
+        ),
+    ],
+)
+def test_policy_config_errors_in_full(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        P.PolicyConfig(**overrides).validate()
+
+
+def test_policy_config_parts():
+    assert P.PolicyConfig().parts() == ("mlp", "none")
+    assert P.PolicyConfig(name="cnn_lstm").parts() == ("cnn", "lstm")
+    assert P.PolicyConfig(name="custom", _target_="a.B").parts() == ("mlp", "none")
+    assert P.PolicyConfig(name="lstm", encoder="cnn", core="none").parts() == ("cnn", "none")
