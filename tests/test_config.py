@@ -27,8 +27,9 @@ def test_groups_have_the_documented_options():
 def test_defaults_are_cartpole_serial_mlp_tensorboard():
     cfg = compose([], return_hydra_config=True)
     choices = cfg.hydra.runtime.choices
-    assert (choices.env, choices.vector, choices.logger) == ("cartpole", "serial", "tensorboard")
+    assert (choices.env, choices.logger) == ("cartpole", "tensorboard")
     assert choices.policy is None and cfg.policy.name == "mlp"  # the env's tuned policy
+    assert choices.vector is None and cfg.vector.backend == "serial"  # the env's tuned backend
     assert cfg.logger.tensorboard and not cfg.logger.wandb.enabled
     assert cfg.seed == 0 and cfg.device == "auto" and cfg.resume is None
     assert cfg.hydra.job.chdir is False
@@ -200,6 +201,13 @@ def test_env_kwargs_typo_suggests_plus_for_new_keys():
 def test_inconsistent_values_fail_validation_with_the_fix(overrides, expected):
     msg = _error(overrides, validate_too=True)
     assert expected in msg, msg
+
+
+def test_an_env_s_tuned_vector_backend_applies_until_one_is_chosen():
+    assert compose(["env=atari"]).vector.backend == "multiprocessing"  # conf/tuned/atari.yaml
+    assert compose(["env=atari", "vector=serial"]).vector.backend == "serial"
+    assert compose(["env=atari", "vector=serial"]).vector.num_envs == 8  # the rest still applies
+    assert compose(["vector=multiprocessing"]).vector.backend == "multiprocessing"
 
 
 def test_plus_adds_env_kwargs():
