@@ -344,6 +344,11 @@ def validate(cfg: DictConfig) -> None:
     ):
         value = OmegaConf.select(cfg, key)
         _require(value in choices, f"{key}={value!r}: use one of {', '.join(choices)}.")
+    _require(
+        0 <= cfg.seed < 2**63,
+        f"seed={cfg.seed}: use an int from 0 to 2**63 - 1 (numpy's SeedSequence takes no "
+        "negative seed, and torch seeds its generators with 64-bit values derived from it).",
+    )
     for key in ("checkpoint.interval", "checkpoint.keep", "torch_threads"):
         positive_int(key, OmegaConf.select(cfg, key), optional=key == "torch_threads")
     torchrun, num_envs = dist.torchrun_world(), cfg.vector.num_envs

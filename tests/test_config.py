@@ -188,6 +188,8 @@ def test_env_kwargs_typo_suggests_plus_for_new_keys():
         (["env=custom", "env.creator=nosuchmodule:Env"], "cannot import 'nosuchmodule'"),
         (["env=custom", "env.creator=puffer.envs.cartpole:CartPol"], "Did you mean 'CartPole'"),
         (["checkpoint.keep=0"], "checkpoint.keep=0"),
+        (["seed=-1"], "seed=-1: use an int from 0 to 2**63 - 1"),
+        (["seed=9223372036854775808"], "seed=9223372036854775808: use an int from 0"),
         (["resume=/nonexistent/run"], "resume=/nonexistent/run"),
         (["policy.activation=swish"], "policy.activation"),
         (["vector=multiprocessing", "vector.start_method=bogus"], "vector.start_method='bogus'"),
@@ -299,3 +301,18 @@ def test_one_integer_check_for_every_owner():
     for prefix, fail in failures.items():
         with pytest.raises(ValueError, match=rf"^{prefix}: must be a positive integer"):
             fail()
+
+
+def test_the_largest_seed_validates_and_seeds_a_trainer():
+    import puffer.envs
+    import puffer.policy as P
+    from puffer.ppo import Trainer
+
+    largest = 2**63 - 1
+    validate(compose([f"seed={largest}"]))
+    vecenv = puffer.envs.make("cartpole", num_envs=4, seed=largest)
+    policy = P.make(P.PolicyConfig(hidden_sizes=[8]), vecenv, seed=largest)
+    trainer = Trainer(PPOConfig(horizon=4, num_minibatches=1), vecenv, policy, seed=largest)
+    trainer.rollout()
+    trainer.update()
+    trainer.close()
