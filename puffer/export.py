@@ -11,7 +11,7 @@ Writes a trained run's policy as a deployable file that needs neither puffer nor
 
 ONNX uses torch's ``torch.export``-based exporter (needs ``onnxscript``) and is checked with
 onnxruntime right after writing; TorchScript is ``torch.jit.trace`` of the same module. Next to the
-file, ``<name>.json`` describes the inputs and outputs. The batch dimension is dynamic.
+file, ``<file>.json`` (e.g. ``policy.onnx.json``) describes the inputs and outputs. The batch dimension is dynamic.
 """
 
 from __future__ import annotations
@@ -226,7 +226,13 @@ def _describe(path: Path, policy: nn.Module, fmt: str, inputs: list, outputs: li
         "action_space": repr(policy.action_space),
         "action": "greedy (deterministic) action in the env's form",
     }
-    path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    descriptor(path).write_text(json.dumps(info, indent=1) + "\n")
+
+
+def descriptor(path: Path) -> Path:
+    """The JSON file that describes the exported ``path``: ``<file>.json`` beside it (one per
+    exported file, so an ONNX and a TorchScript export of one run keep their own)."""
+    return path.with_name(path.name + ".json")
 
 
 # -- from a run directory ---------------------------------------------------------------------------
@@ -310,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ckpt.CheckpointError, RuntimeError) as e:
         print(f"puffer.export: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {path} (and {path.with_suffix('.json').name}); checked against the policy")
+    print(f"wrote {path} (and {descriptor(path).name}); checked against the policy")
     return 0
 
 

@@ -85,7 +85,8 @@ def test_exported_policy_matches_the_policy(trained, tmp_path, helpers, kind, fm
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    info = json.loads(out.with_suffix(".json").read_text())
+    info = json.loads(export.descriptor(out).read_text())
+    assert export.descriptor(out).name == out.name + ".json"
     assert info["recurrent"] is (kind == "lstm")
     assert info["inputs"] == (["obs", "h", "c"] if kind == "lstm" else ["obs"])
     policy, _, _ = export.load_policy(run_dir)
@@ -104,6 +105,17 @@ def test_puffer_export_cli_writes_into_the_run_dir(trained, helpers, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (run_dir / "export" / "policy.onnx").is_file()
     assert "checked against the policy" in proc.stdout
+    again = subprocess.run(
+        [sys.executable, "-m", "puffer", "export", str(run_dir), "--format", "torchscript"],
+        env=helpers.clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr
+    for name in ("policy.onnx", "policy.pt"):  # each export keeps its own descriptor
+        info = json.loads((run_dir / "export" / f"{name}.json").read_text())
+        assert info["file"] == name, info
 
 
 def test_bad_format_and_run_are_named(trained, helpers):
