@@ -244,7 +244,8 @@ def layout(
     if parallel and num_workers > cores and not oversubscribe:
         raise ValueError(
             f"num_workers={num_workers} is more than the {cores} CPU cores available: use "
-            f"num_workers<={cores}, or pass oversubscribe=True to run more workers than cores"
+            f"num_workers<={cores}, or allow more workers than cores with oversubscribe=True "
+            "(vector.oversubscribe=true on the command line)"
         )
     rows = num_envs // num_workers
     if batch_size is None:
@@ -776,8 +777,8 @@ class Multiprocessing(_Blocks):
             self._killed.add(w)
             raise TimeoutError(
                 f"{name} did not finish {self._doing[w]} within timeout={self.timeout:g} s: it "
-                "may be stuck (deadlock, endless loop). If steps are this slow on purpose, pass a "
-                "larger timeout to make(...)"
+                "may be stuck (deadlock, endless loop). If steps are this slow on purpose, raise "
+                "the timeout (make(..., timeout=...); vector.timeout=... on the command line)"
             )
 
     def _name(self, w: int) -> str:

@@ -499,7 +499,11 @@ def test_a_refused_env_from_the_creator_is_closed() -> None:
 def test_more_workers_than_cores_needs_an_opt_in() -> None:
     cores = V._cores()
     n = 2 * (cores + 1)
-    with pytest.raises(ValueError, match=f"num_workers={cores + 1} is more than the {cores} CPU"):
+    with pytest.raises(
+        ValueError,
+        match=f"num_workers={cores + 1} is more than the {cores} CPU.*"
+        r"oversubscribe=True \(vector.oversubscribe=true on the command line\)",
+    ):
         V.make("cartpole", n, "multiprocessing", num_workers=cores + 1)
     with V.make("cartpole", n, "multiprocessing", num_workers=cores + 1, oversubscribe=True) as env:
         assert env.reset()[0].shape == (n, 4)

@@ -255,6 +255,7 @@ def test_stuck_worker_times_out() -> None:
     err, elapsed = step_until_error(env)
     assert isinstance(err, TimeoutError)
     assert "worker 1" in str(err) and "timeout=0.5 s" in str(err)
+    assert "vector.timeout=... on the command line" in str(err)  # the fix, for both APIs
     assert 0.5 <= elapsed < 0.5 + REPORT_BOUND
     assert_reaped(pids)
     with pytest.raises(EnvClosedError, match="TimeoutError"):
