@@ -177,17 +177,23 @@ class Checks(Callback):
 
 
 def _task(cfg: DictConfig) -> None:
-    run_dir = Path(cfg.run)
     try:
-        run = load(cfg)
-        path = _checkpoint_path(run_dir, cfg.checkpoint)
-        result = evaluate(
-            run, path, cfg.episodes, deterministic=cfg.deterministic, render=cfg.render
-        )
+        _evaluate_and_record(cfg)
     except ConfigError as e:  # the env rejects its settings (e.g. an env.kwargs override)
         raise _fail(f"config error: {e}", EXIT_CONFIG) from None
     except ckpt.CheckpointError as e:
         raise _fail(str(e), 1) from None
+    except Exception as e:  # the env, the policy or the video writer failed: not a config error
+        if _FULL_ERROR:
+            traceback.print_exc()
+        raise _fail(f"evaluation failed: {type(e).__name__}: {e}", 1) from None
+
+
+def _evaluate_and_record(cfg: DictConfig) -> None:
+    run_dir = Path(cfg.run)
+    run = load(cfg)
+    path = _checkpoint_path(run_dir, cfg.checkpoint)
+    result = evaluate(run, path, cfg.episodes, deterministic=cfg.deterministic, render=cfg.render)
     mode = "deterministic" if cfg.deterministic else "sampled"
     print(
         f"{run_dir} @ {path.name} (step {result.global_step:,}): mean return "
@@ -213,6 +219,9 @@ def main() -> int:
         _app()
     except SystemExit as e:
         return exit_code(e)
+    except KeyboardInterrupt:
+        print("puffer.eval: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:
         if _FULL_ERROR:
             raise

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
 
 import gymnasium
 import numpy as np
@@ -195,6 +197,23 @@ def test_mujoco_steps_with_continuous_actions():
         assert vec.single_action_space == Box(-1.0, 1.0, (6,), np.float32)
         obs, rewards, *_ = steps(vec)
         assert obs.dtype == np.float32 and np.isfinite(obs).all() and rewards.any()
+
+
+def test_mujoco_renders_frames_on_a_machine_without_a_display(helpers):
+    """gymnasium's default GL backend (GLFW) cannot render without a display; puffer picks EGL
+    there unless MUJOCO_GL is set (what `puffer.eval video=true` needs on a server)."""
+    env = {k: v for k, v in helpers.clean_env().items() if k not in ("DISPLAY", "MUJOCO_GL")}
+    script = (
+        "from puffer.emulation import make_gymnasium\n"
+        "env = make_gymnasium('InvertedPendulum-v5', [], render_mode='rgb_array')\n"
+        "env.reset(seed=0)\n"
+        "print(env.render().shape)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["(480,", "480,", "3)"]
 
 
 # --- PettingZoo -------------------------------------------------------------------------------------

@@ -159,3 +159,54 @@ def test_bad_eval_arguments(trained, evaluate, args, expected):
     assert code in (1, 2)
     assert expected in err, out + err
     assert "Traceback" not in err
+
+
+SLOW_ENV = '''
+import pathlib, time
+import numpy as np
+from puffer import PufferEnv, StepResult
+from puffer.spaces import Box, Discrete
+
+
+class Slow(PufferEnv):
+    """100-step episodes; with ``delay`` each step sleeps and the first one leaves a marker."""
+
+    observation_space = Box(-1.0, 1.0, shape=(1,))
+    action_space = Discrete(2)
+
+    def __init__(self, delay=0.0):
+        self.delay = delay
+
+    def reset(self, seed=None):
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        if self.delay:
+            pathlib.Path("stepping").touch()
+            time.sleep(self.delay)
+        self.t += 1
+        return StepResult(np.zeros(1, np.float32), 0.0, False, self.t >= 100, {})
+'''
+
+
+def test_ctrl_c_during_eval_exits_130_without_a_traceback(helpers, tmp_path):
+    import signal
+    import time
+
+    (tmp_path / "slow_env.py").write_text(SLOW_ENV)
+    args = ["env=custom", "env.creator=slow_env:Slow", *helpers.TINY, "ppo.total_timesteps=256"]
+    trained = helpers.run_module("puffer.train", *args, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    run_dir = helpers.only_run(tmp_path)
+    proc = helpers.start_module(
+        "puffer.eval", f"run={run_dir}", "episodes=2", "+env.kwargs.delay=0.05", cwd=tmp_path
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "stepping").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "eval never stepped the env"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and "puffer.eval: interrupted" in err

@@ -23,6 +23,7 @@ applied in order (first innermost) after ``gymnasium.make``.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -56,7 +57,17 @@ def make_gymnasium(
     env_id: str, wrappers: list[Any] | tuple[Any, ...] = (), **make_kwargs: Any
 ) -> GymnasiumEnv:
     """``GymnasiumEnv`` of ``gymnasium.make(env_id, **make_kwargs)`` inside ``wrappers``."""
+    if make_kwargs.get("render_mode") == "rgb_array":
+        headless_gl()
     return GymnasiumEnv(make_env(env_id, make_kwargs, wrappers))
+
+
+def headless_gl() -> None:
+    """On a machine without a display, have MuJoCo render off-screen through EGL
+    (``MUJOCO_GL=egl``) unless the user chose a backend: gymnasium's default tries GLFW first,
+    which fails there ("an OpenGL platform library has not been loaded")."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 def _plain(value: Any) -> Any:
