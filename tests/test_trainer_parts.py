@@ -102,3 +102,19 @@ def test_host_to_device_reuses_the_view_of_an_array_rewritten_in_place():
     assert to_device.reused(other).tolist() == [1.0, 1.0, 1.0]  # a new array, a new view
     plain = to_device(array)
     assert plain is not view and plain.data_ptr() == view.data_ptr()
+
+
+def test_a_budget_below_one_rollout_is_warned_about():
+    import puffer.envs
+    import puffer.policy as P
+    from puffer.ppo import PPOConfig, Trainer
+
+    vecenv = puffer.envs.make("cartpole", num_envs=4, seed=0)
+    policy = P.make(P.PolicyConfig(hidden_sizes=[8]), vecenv, seed=0)
+    config = PPOConfig(total_timesteps=100, horizon=32, num_minibatches=1)
+    with pytest.warns(
+        UserWarning, match=r"ppo.total_timesteps=100 is less than one rollout \(128 "
+    ):
+        trainer = Trainer(config, vecenv, policy, device="cpu")
+    assert trainer.num_updates == 1
+    trainer.close()

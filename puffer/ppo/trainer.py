@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -80,6 +81,13 @@ class Trainer:
         self.world_size = dist.world().world_size
         self.batch_size = self.num_envs * config.horizon * self.world_size
         self.num_updates = max(1, math.ceil(config.total_timesteps / self.batch_size))
+        if config.total_timesteps < self.batch_size:
+            warnings.warn(
+                f"ppo.total_timesteps={config.total_timesteps:,} is less than one rollout "
+                f"({self.batch_size:,} env steps: ppo.horizon x env rows): the run trains one "
+                "rollout of that size",
+                stacklevel=2,
+            )
         self._build(config, vecenv)
         self.start_episodes(self.seed)
 
