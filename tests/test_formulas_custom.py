@@ -270,6 +270,10 @@ def test_reset_state_zeroes_the_done_rows_of_every_tensor():
         (("custom", None, "my_pkg.envs:make_corridor"), "make_corridor"),
         (("custom", None, "my_pkg.envs.Corridor"), "Corridor"),
         (("cartpole",), "cartpole"),
+        (("pettingzoo", None, "pettingzoo.classic.rps_v2:parallel_env"), "rps_v2"),
+        (("pettingzoo", None, "pettingzoo.butterfly.pistonball_v6:env"), "pistonball_v6"),
+        (("pettingzoo", None, "my_games:make_tag"), "make_tag"),
+        (("custom", None, "my_games:parallel_env"), "parallel_env"),
     ],
 )
 def test_env_label(args, label):

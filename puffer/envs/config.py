@@ -56,13 +56,22 @@ class EnvConfig:
             )
 
 
+# PettingZoo's own entry points: every game module has them, so the module names the game.
+PETTINGZOO_ENTRY_POINTS = ("env", "parallel_env", "raw_env")
+
+
 def env_label(name: str, env_id: str | None = None, creator: str | None = None) -> str:
     """The run directory's env part: the gymnasium id (without a ``module:`` prefix, ``/`` as
-    ``-``: ``ale_py:ALE/Pong-v5`` -> ``ALE-Pong-v5``), the custom creator's name, or the name."""
+    ``-``: ``ale_py:ALE/Pong-v5`` -> ``ALE-Pong-v5``), the creator's name (for a PettingZoo
+    entry point its game module: ``pettingzoo.classic.rps_v2:parallel_env`` -> ``rps_v2``), or
+    the name."""
     if env_id:
         return str(env_id).rpartition(":")[2].replace("/", "-")
     if creator:
-        return str(creator).replace(":", ".").rsplit(".", 1)[-1]
+        module, _, attr = str(creator).replace(":", ".").rpartition(".")
+        if name == "pettingzoo" and attr in PETTINGZOO_ENTRY_POINTS and module:
+            return module.rpartition(".")[2]
+        return attr
     return str(name)
 
 
