@@ -186,9 +186,15 @@ def main() -> int:
         rows = write_sweep_summary(Checks.sweep_dir)
         done = sum(r["status"] in ("completed", "pruned") for r in rows)
         SweepSummary.failed_jobs = max(1, len(rows) - done)
-        print(f"puffer: the sweep stopped: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"puffer: the sweep ended on an error: {type(e).__name__}: {e}", file=sys.stderr)
     if SweepSummary.failed_jobs:
-        print(f"puffer: {SweepSummary.failed_jobs} sweep job(s) did not complete", file=sys.stderr)
+        where = (
+            f"; every job's status is in {Checks.sweep_dir}/summary.csv" if Checks.sweep_dir else ""
+        )
+        print(
+            f"puffer: {SweepSummary.failed_jobs} sweep job(s) did not complete{where}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     return 0
 

@@ -36,7 +36,7 @@ def test_multirun_layout_summary_and_a_failing_job(run, helpers, tmp_path):
         *tiny,
     )
     assert proc.returncode == 1, proc.stderr  # some jobs failed
-    assert "2 sweep job(s) did not complete" in proc.stderr
+    assert "2 sweep job(s) did not complete; every job's status is in " in proc.stderr
     sweep = _sweep_dir(tmp_path)
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
     for job in sweep.glob("[0-9]"):
