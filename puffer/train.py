@@ -173,6 +173,9 @@ def main() -> int:
         _app()
     except SystemExit as e:
         return exit_code(e, EXIT_FAILED)
+    except KeyboardInterrupt:  # before a run's own handler is installed (training handles it)
+        print("puffer: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:
         if _FULL_ERROR:
             raise
