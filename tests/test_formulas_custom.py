@@ -56,10 +56,11 @@ class RunningSum(nn.Module):
 
 
 class RunningSumWithSequence(RunningSum):
-    """Has its own ``forward_sequence``: features of sevens, values of minus ones."""
+    """Has its own ``forward_sequence``: features of sevens plus the state's sum, values of minus
+    ones where an episode starts and zeros elsewhere."""
 
     def forward_sequence(self, obs, state, starts):
-        return torch.full_like(obs, 7.0), -torch.ones(obs.shape[:2])
+        return torch.full_like(obs, 7.0) + state[0].sum(), starts.float().neg()
 
 
 class WithOriginal(Trunk):
@@ -142,6 +143,23 @@ def test_build_custom_passes_the_spaces_and_kwargs_and_adds_the_head(nets):
 def test_build_custom_gives_the_gaussian_head_its_initial_log_std(nets):
     policy = build_custom("custom_nets.Trunk", {}, OBS, Box.uniform([2], -1, 1), init_log_std=-0.5)
     assert policy.head.log_std.tolist() == [-0.5, -0.5]
+    default = build_custom("custom_nets.Trunk", {}, OBS, Box.uniform([2], -1, 1))
+    assert default.head.log_std.tolist() == [0.0, 0.0]
+
+
+def test_a_factory_whose_signature_cannot_be_read_is_still_called(nets):
+    class Opaque:
+        """A callable whose signature inspect cannot read."""
+
+        @property
+        def __signature__(self):
+            raise ValueError("no signature")
+
+        def __call__(self, observation_space, action_space):
+            return Trunk(observation_space, action_space)
+
+    nets.opaque = Opaque()
+    assert isinstance(build_custom("custom_nets.opaque", {}, OBS, ACT).network, Trunk)
 
 
 def test_only_a_constructor_that_asks_gets_the_original_space(nets):
@@ -243,9 +261,13 @@ def test_without_its_own_forward_sequence_each_step_is_one_forward(nets):
 
 def test_a_network_s_own_forward_sequence_is_used(nets):
     policy = build_custom("custom_nets.RunningSumWithSequence", {}, OBS, ACT)
-    params, values = policy.forward_sequence(torch.zeros(2, 4, 3))
-    assert policy.network.calls == 0 and torch.equal(values, -torch.ones(2, 4))
+    params, values = policy.forward_sequence(torch.zeros(2, 4, 3))  # zero state, no starts
+    assert policy.network.calls == 0 and torch.equal(values, torch.zeros(2, 4))
     torch.testing.assert_close(params, by_hand_head(policy, torch.full((2, 4, 3), 7.0)))
+    starts = torch.tensor([[True, False, False, False], [False, False, True, False]])
+    params, values = policy.forward_sequence(torch.zeros(2, 4, 3), (torch.ones(2, 3),), starts)
+    assert torch.equal(values, -starts.float())  # the given starts and state reach the network
+    torch.testing.assert_close(params, by_hand_head(policy, torch.full((2, 4, 3), 13.0)))
 
 
 def test_reset_state_zeroes_the_done_rows_of_every_tensor():
@@ -298,9 +320,14 @@ def test_import_creator_returns_the_attribute(envs_module):
         ("custom_envs.Corridor", r"env.creator='custom_envs.Corridor': use 'module:callable', e"),
         (":Corridor", r"env.creator=':Corridor': use 'module:callable'"),
         ("custom_envs:", r"env.creator='custom_envs:': use 'module:callable'"),
-        ("no_such_mod_q:Env", r"cannot import 'no_such_mod_q' \(.*\); make it importable \(run"),
+        (
+            "no_such_mod_q:Env",
+            r"cannot import 'no_such_mod_q' \(.*\); make it importable \(run from its directory "
+            r"or add it to PYTHONPATH\)$",
+        ),
         ("custom_envs:Coridor", r"custom_envs has no 'Coridor'\. Did you mean 'Corridor'\?$"),
         ("custom_envs:Zebra", r"custom_envs has no 'Zebra'\.$"),
+        ("custom_envs:_privat", r"custom_envs has no '_privat'\.$"),  # private names: no hint
     ],
 )
 def test_import_creator_names_the_fix(envs_module, spec, message):
@@ -317,6 +344,9 @@ def test_import_creator_finds_modules_next_to_where_it_runs(tmp_path, monkeypatc
     assert sys.path[-1] == str(tmp_path)
     import_creator("corridor_here_q:Corridor")
     assert sys.path.count(str(tmp_path)) == 1  # appended once
+    monkeypatch.setattr(sys, "path", ["", *(p for p in sys.path if p != str(tmp_path))])
+    import_creator("corridor_here_q:Corridor")
+    assert str(tmp_path) not in sys.path  # "" already stands for the working directory
 
 
 def test_creator_of_a_built_in_or_custom_env_resolves_its_kwargs(envs_module):
@@ -326,9 +356,16 @@ def test_creator_of_a_built_in_or_custom_env_resolves_its_kwargs(envs_module):
     config = OmegaConf.create(
         {"n": 3, "env": {"name": "custom", "creator": "custom_envs:Corridor"}}
     )
-    config.env.kwargs = {"length": "${n}"}
+    config.env.kwargs = {"length": "${n}", "shape": {"w": "${n}"}}
     made, kwargs = creator(config.env)
-    assert made is envs_module.Corridor and kwargs == {"length": 3} and type(kwargs) is dict
+    assert made is envs_module.Corridor and kwargs == {"length": 3, "shape": {"w": 3}}
+    assert type(kwargs) is dict and type(kwargs["shape"]) is dict  # plain, picklable
+
+
+def test_creator_of_atari_keeps_lives_only_for_evaluation():
+    atari = EnvConfig(name="atari", id="Breakout")
+    assert creator(atari)[0].keywords["training"] is True
+    assert creator(atari, training=False)[0].keywords["training"] is False
 
 
 def test_creator_of_a_family_is_the_family_s(envs_module):
@@ -339,7 +376,11 @@ def test_creator_of_a_family_is_the_family_s(envs_module):
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        (EnvConfig(name="custom"), r"^env=custom needs env.creator='module:callable' \(a Puffer"),
+        (
+            EnvConfig(name="custom"),
+            r"^env=custom needs env.creator='module:callable' \(a PufferEnv, gymnasium Env or "
+            r"VecEnv factory\), e.g. env=custom env.creator=my_envs:Corridor$",
+        ),
         (EnvConfig(name="custom", creator="custom_envs:Nope"), r"custom_envs has no 'Nope'"),
         (EnvConfig(name="gymnasium"), r"env.id"),
         (
@@ -363,3 +404,17 @@ def test_env_config_validate_accepts_what_it_can_build(envs_module):
         EnvConfig("custom", creator="custom_envs:Corridor"),
     ):
         env.validate()
+
+
+def test_did_you_mean_lists_up_to_three_close_names(monkeypatch):
+    module = types.ModuleType("many_envs_q")
+    for name in ("Corridor1", "Corridor2", "Corridor3", "Corridor4", "Maze"):
+        setattr(module, name, object())
+    monkeypatch.setitem(sys.modules, "many_envs_q", module)
+    with pytest.raises(ValueError) as info:
+        import_creator("many_envs_q:Corridor")
+    hint = "Did you mean 'Corridor4' or 'Corridor3' or 'Corridor2'?"  # difflib's order
+    assert str(info.value).endswith(hint), str(info.value)
+    module.Abcdefgh = object()  # "Abcdxyzw" is 0.5 alike: a hint at the 0.5 cutoff
+    with pytest.raises(ValueError, match=r"Did you mean 'Abcdefgh'\?$"):
+        import_creator("many_envs_q:Abcdxyzw")

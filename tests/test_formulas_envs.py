@@ -665,3 +665,35 @@ def test_registry_messages_and_defaults():
     assert envs.make("cartpole").num_envs == 1
     assert envs.spec("cartpole").rows_per_env() == 1  # a one-agent env has no rows_per_env
     assert envs.spec("reach").rows_per_env(num_agents=3) == 3
+
+
+def test_reach_restarts_a_finished_game_while_the_other_plays_on():
+    from puffer.envs.reach import ReachVec
+
+    env = ReachVec(4, num_agents=2, size=5, seed=0)
+    env.reset()
+    place(env, [(0, 0), (4, 4), (2, 2), (0, 4)], [(1, 0), (4, 3), (4, 0), (4, 4)])
+    _, _, term, _, infos = env.step(np.array([4, 1, 0, 0]))  # both agents of game 0 arrive
+    assert term.tolist() == [True, True, False, False]
+    assert infos["success"].dtype == np.float32 and infos["success"].tolist() == [1.0, 1.0]
+    assert env.masks.all() and env.steps.tolist() == [0, 0, 1, 1]  # game 0 began again
+    assert env.pos[:, 2:].T.tolist() == [[2, 2], [0, 4]]  # game 1 untouched
+    assert env.steps.dtype == np.int64
+
+
+def test_reach_defaults_and_its_seed():
+    from puffer.envs.reach import ReachVec
+
+    env = ReachVec()
+    assert (env.num_envs, env.num_agents, env.size, env.max_steps) == (2, 2, 5, 10)
+    first, again, other = ReachVec(4, seed=5), ReachVec(4, seed=5), ReachVec(4, seed=6)
+    starts = [e.reset()[0].tolist() for e in (first, again, other)]
+    assert starts[0] == starts[1] != starts[2]
+
+
+def test_a_registered_vec_without_rows_per_env_takes_one_row(monkeypatch):
+    from puffer import envs
+
+    monkeypatch.setattr(envs, "_REGISTRY", dict(envs._REGISTRY))
+    envs.register("plain_q", lambda num_envs=1, **kw: None, None, "a plain factory")
+    assert envs.spec("plain_q").rows_per_env() == 1

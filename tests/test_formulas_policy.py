@@ -867,3 +867,28 @@ def test_policy_config_parts():
     assert P.PolicyConfig(name="cnn_lstm").parts() == ("cnn", "lstm")
     assert P.PolicyConfig(name="custom", _target_="a.B").parts() == ("mlp", "none")
     assert P.PolicyConfig(name="lstm", encoder="cnn", core="none").parts() == ("cnn", "none")
+
+
+def test_lstm_core_weights_are_orthogonal_with_gain_one_and_biases_zero():
+    from puffer.policy.cores import LSTMCore
+
+    core = LSTMCore(3, 5)
+    for weight in (core.cell.weight_ih, core.cell.weight_hh):  # (20, 3) and (20, 5)
+        gram = weight.T @ weight  # orthonormal columns: the identity
+        torch.testing.assert_close(gram, torch.eye(weight.shape[1]), atol=1e-5, rtol=0)
+    assert not core.cell.bias_ih.any() and not core.cell.bias_hh.any()
+
+
+def test_lstm_sequence_with_a_start_only_at_the_second_step():
+    policy = P.LSTM(Box.uniform([3], -1, 1), Discrete(2), [4], lstm_hidden_size=6)
+    obs = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    state = tuple(torch.randn(2, 6, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+    starts = torch.zeros(2, 5, dtype=torch.bool)
+    starts[1, 1] = True
+    with torch.no_grad():
+        _, values = policy.forward_sequence(obs, state, starts)
+        step_state, expected = state, []
+        for t in range(5):
+            _, value, step_state = policy(obs[:, t], step_state, starts[:, t])
+            expected.append(value)
+    torch.testing.assert_close(values, torch.stack(expected, 1))
