@@ -59,30 +59,56 @@ def _runs_json(helpers, cwd: Path, *paths: Path) -> list[dict]:
     return json.loads(proc.stdout)
 
 
-def test_a_live_run_is_not_resumed_but_evaluated_and_resumed_once_stopped(helpers, tmp_path):
-    run_dir = tmp_path / "live"
-    proc = helpers.start_module("puffer.train", *_endless(helpers, run_dir), cwd=tmp_path)
-    try:
-        _wait_for_checkpoint(run_dir, proc)
-        refused = helpers.run_module("puffer.train", f"resume={run_dir}", cwd=tmp_path)
-        assert refused.returncode == 2, refused.stderr  # as for other config errors
-        message = refused.stderr
-        assert f"resume={run_dir}" in message and "still training" in message, message
-        assert f"pid {proc.pid} on {socket.gethostname()}" in message, message
-        assert "kill -INT" in message and "Traceback" not in message
-        assert not (run_dir / "resumes").exists()  # refused before Hydra made its record
-        assert live_writer(run_dir) == (proc.pid, socket.gethostname())
+def _refused(helpers, run_dir: Path, proc: subprocess.Popen) -> None:
+    """A resume of ``run_dir`` while ``proc`` trains it exits 2 naming the run, pid and host."""
+    resumes = sorted((run_dir / "resumes").glob("*"))
+    refused = helpers.run_module("puffer.train", f"resume={run_dir}", cwd=run_dir.parent)
+    assert refused.returncode == 2, refused.stderr  # as for other config errors
+    message = refused.stderr
+    assert f"resume={run_dir}" in message and "still training" in message, message
+    assert f"pid {proc.pid} on {socket.gethostname()}" in message, message
+    assert "kill -INT" in message and "Traceback" not in message
+    assert sorted((run_dir / "resumes").glob("*")) == resumes  # refused before Hydra's record
+    assert live_writer(run_dir) == (proc.pid, socket.gethostname())
 
-        # Evaluating a live run only reads it.
-        evaluated = helpers.run_module(
-            "puffer.eval", f"run={run_dir}", "episodes=1", "env.kwargs.max_steps=50", cwd=tmp_path
-        )
-        assert evaluated.returncode == 0, evaluated.stderr
+
+def _interrupt(proc: subprocess.Popen) -> None:
+    try:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 130, err
+
+
+def test_a_live_run_is_not_resumed_but_evaluated_and_resumed_once_stopped(helpers, tmp_path):
+    run_dir = tmp_path / "live"
+    proc = helpers.start_module("puffer.train", *_endless(helpers, run_dir), cwd=tmp_path)
+    try:
+        _wait_for_checkpoint(run_dir, proc)
+        _refused(helpers, run_dir, proc)
+        # Evaluating a live run only reads it.
+        evaluated = helpers.run_module(
+            "puffer.eval", f"run={run_dir}", "episodes=1", "env.kwargs.max_steps=50", cwd=tmp_path
+        )
+        assert evaluated.returncode == 0, evaluated.stderr
+    finally:
+        _interrupt(proc)
+    assert live_writer(run_dir) is None
+
+    # A resume training the run is as live as the run was (its pid started after the run did).
+    proc = helpers.start_module("puffer.train", f"resume={run_dir}", cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while (read_summary(run_dir) or {}).get("pid") != proc.pid:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+            time.sleep(0.05)
+        _wait_for_checkpoint(run_dir, proc)
+        _refused(helpers, run_dir, proc)
+        (row,) = _runs_json(helpers, tmp_path, tmp_path)
+        assert row["status"] == "running"
+    finally:
+        _interrupt(proc)
     summary = read_summary(run_dir)
     assert summary["status"] == "interrupted" and live_writer(run_dir) is None
     stopped_at = summary["global_step"]
