@@ -3,6 +3,8 @@
     python -m puffer.train -m seed=0,1,2,3,4 ppo.learning_rate=1e-3,3e-3 env=cartpole
     puffer report multirun_sweeps/<date>_<time>
 
+Only finished runs (``completed``, ``solved``) count unless ``--include-unfinished``; the report
+lists the others with their status and steps (a group whose every run failed is never reported).
 Runs whose composed configs differ only by ``seed`` (and by settings that do not change what is
 learned: logging, dashboard, checkpoints, device) form one group. Per group:
 
