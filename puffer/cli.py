@@ -22,15 +22,49 @@ from pathlib import Path
 __all__ = ["COMMANDS", "main"]
 
 
-def _env_overrides(env: str) -> list[str]:
-    """``env=<name>`` for a built-in env, ``env=gymnasium env.id=<id>`` for a gymnasium id."""
+def _env_choice(env: str) -> tuple[str, str | None]:
+    """``(env.name, env.id)`` for what the user typed: a built-in env, or a gymnasium id."""
     from puffer import envs
 
-    if env in envs.names():
-        return [f"env={env}"]
-    if "-v" in env or "/" in env:
-        return ["env=gymnasium", f"env.id={env}"]
-    return [f"env={env}"]  # let the config check list the choices
+    if env not in envs.names() and ("-v" in env or "/" in env):
+        return "gymnasium", env
+    return env, None  # a built-in env (or a typo the config check lists the choices for)
+
+
+def _env_overrides(env: str) -> list[str]:
+    """``env=<name>`` for a built-in env, ``env=gymnasium env.id=<id>`` for a gymnasium id."""
+    name, env_id = _env_choice(env)
+    return [f"env={name}"] if env_id is None else [f"env={name}", f"env.id={env_id}"]
+
+
+def _looks_like_path(arg: str) -> bool:
+    """An argument meant as a directory, not an env: absolute, ``.``/``~``-relative, or under an
+    existing directory (``ALE/Pong-v5`` is an env id unless ``ALE/`` exists here)."""
+    from puffer import envs
+
+    path = Path(arg)
+    if arg in envs.names():
+        return False
+    if path.is_absolute() or arg.startswith((".", "~")) or path.exists():
+        return True
+    return len(path.parts) > 1 and Path(path.parts[0]).is_dir()
+
+
+def _eval_target(arg: str, outputs: str) -> Path:
+    """The run directory ``puffer eval ARG`` means; ``FileNotFoundError`` saying why there is none."""
+    from puffer.envs.config import env_label
+    from puffer.runs import find_run
+
+    target = Path(arg).expanduser()
+    if (target / ".hydra").is_dir():
+        return target
+    if _looks_like_path(arg):
+        problem = "is not a run directory (no .hydra/)" if target.is_dir() else "does not exist"
+        raise FileNotFoundError(
+            f"{arg} {problem}: give a run directory python -m puffer.train created (e.g. "
+            "outputs/cartpole/<date>_<time>_<us>) or an env name (its newest run)"
+        )
+    return find_run(env_label(*_env_choice(arg)), outputs, asked=arg)
 
 
 def _quote(value: str) -> str:
@@ -71,15 +105,11 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from puffer.runs import find_run
-
-    target = Path(args.run)
-    if not (target / ".hydra").is_dir():
-        try:
-            target = find_run(args.run, args.outputs)
-        except FileNotFoundError as e:
-            print(f"puffer eval: {e}", file=sys.stderr)
-            return 2
+    try:
+        target = _eval_target(args.run, args.outputs)
+    except FileNotFoundError as e:
+        print(f"puffer eval: {e}", file=sys.stderr)
+        return 2
     argv = [f"run={_quote(str(target))}", f"episodes={args.episodes}"]
     if args.checkpoint:
         argv.append(f"checkpoint={_quote(args.checkpoint)}")

@@ -368,6 +368,20 @@ def validate(cfg: DictConfig) -> None:
             CheckpointDir(run / "checkpoints").latest() is not None,
             f"resume={cfg.resume}: the run has no checkpoints in {run / 'checkpoints'}.",
         )
+        _refuse_live(run)
+
+
+def _refuse_live(run: Path) -> None:
+    """A run still training in another process cannot be resumed: both would write its files."""
+    from puffer.runs import live_writer
+
+    live = live_writer(run)
+    if live is not None:
+        pid, host = live
+        raise ConfigError(
+            f"resume={run}: the run is still training (pid {pid} on {host}). Wait for it to "
+            f"finish, or stop it (kill -INT {pid}: it checkpoints and exits), then resume it."
+        )
 
 
 def _check_schema_keys(node: DictConfig, schema: DictConfig, prefix: str = "") -> None:

@@ -3,6 +3,8 @@
     python -m puffer.train -m seed=0,1,2,3,4 ppo.learning_rate=1e-3,3e-3 env=cartpole
     puffer report multirun_sweeps/<date>_<time>
 
+Only finished runs (``completed``, ``solved``) count unless ``--include-unfinished``; the report
+lists the others with their status and steps (a group whose every run failed is never reported).
 Runs whose composed configs differ only by ``seed`` (and by settings that do not change what is
 learned: logging, dashboard, checkpoints, device) form one group. Per group:
 
@@ -38,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from puffer.runs import METRICS, SUMMARY, find_run_dirs, read_summary
+from puffer.runs import METRICS, SUMMARY, find_run_dirs, read_summary, run_status
 
 __all__ = [
     "Group",
@@ -54,6 +56,8 @@ __all__ = [
 # Config keys that do not change what a run learns: runs differing only in these share a group.
 IGNORED = ("seed", "resume", "dashboard", "device", "torch_threads", "checkpoint.", "logger.")
 DEFAULT_METRIC = "env/episode_return"
+FINISHED = ("completed", "solved")  # statuses whose runs enter the statistics by default
+UNFINISHED = " (not finished)"  # ends the note on a run left out for its status
 
 
 @dataclass
@@ -65,6 +69,7 @@ class RunData:
     steps: np.ndarray
     values: np.ndarray
     final: float
+    status: str = "completed"
 
     @property
     def seed(self) -> Any:
@@ -119,22 +124,46 @@ def _curve(run_dir: Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_runs(
-    paths: list[str | os.PathLike[str]], metric: str = DEFAULT_METRIC
+    paths: list[str | os.PathLike[str]],
+    metric: str = DEFAULT_METRIC,
+    include_unfinished: bool = False,
 ) -> tuple[list[RunData], list[str]]:
-    """The runs under ``paths`` that logged ``metric``; and a note per run left out (and why)."""
+    """The runs under ``paths`` that logged ``metric`` and finished (``FINISHED``; any status with
+    ``include_unfinished``); and a note per run left out (and why: its status and steps)."""
+    import time
+
     runs, skipped = [], []
+    now = time.time()
     for run_dir in find_run_dirs(paths):
+        summary = read_summary(run_dir) or {}
+        status, _ = run_status(run_dir, summary, now)
         steps, values = _curve(run_dir, metric)
         if len(steps) == 0:
             skipped.append(f"{run_dir}: no {metric} in {METRICS}")
             continue
-        summary = read_summary(run_dir) or {}
+        config = _run_config(run_dir)
+        if status not in FINISHED and not include_unfinished:
+            done = summary.get("global_step", int(steps[-1]))
+            budget = summary.get("total_timesteps", config.get("ppo.total_timesteps"))
+            of = f" of {budget:,}" if isinstance(budget, int) else ""
+            skipped.append(f"{run_dir}: {status} at {done:,}{of} steps{UNFINISHED}")
+            continue
         objective = summary.get("objective")
         final = float(objective) if isinstance(objective, int | float) else float(values[-1])
         if not math.isfinite(final):
             final = float(values[-1])
-        runs.append(RunData(run_dir, _run_config(run_dir), steps, values, final))
+        runs.append(RunData(run_dir, config, steps, values, final, status))
     return runs, skipped
+
+
+def _drop_failed(runs: list[RunData], notes: list[str]) -> list[Group]:
+    """``runs``' groups (``group_runs``) without those whose every run failed (no result: a note
+    says so), labelled among the groups kept."""
+    failed = [g for g in group_runs(runs) if all(r.status == "failed" for r in g.runs)]
+    for g in failed:
+        notes.append(f"group {g.label}: every run failed ({len(g.runs)} runs); not reported")
+    gone = {id(r) for g in failed for r in g.runs}
+    return group_runs([r for r in runs if id(r) not in gone])
 
 
 def group_runs(runs: list[RunData]) -> list[Group]:
@@ -518,7 +547,10 @@ def write_html(stats: dict[str, Any], path: Path, metric: str, optuna_figs: list
         f"{fig.to_html(full_html=False, include_plotlyjs=False, div_id=f'plot-{i}')}</section>"
         for i, (t, fig) in enumerate(figures)
     )
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in stats["notes"])
+    notes = "".join(
+        f"<li>{html.escape(n)}</li>"
+        for n in [*(f"left out: {r}" for r in stats["left_out"]), *stats["notes"]]
+    )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>puffer report: {html.escape(stats["source"])}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
@@ -548,19 +580,27 @@ def report(
     points: int = 50,
     reps: int = 2000,
     seed: int = 0,
+    include_unfinished: bool = False,
 ) -> dict[str, Any]:
     """Write ``report.png``, ``report.html`` and ``report.json`` for the runs under ``paths`` into
     ``out`` (default ``<first path>/report``); returns the statistics (``report.json``'s content).
+    Only finished runs (``FINISHED``) count unless ``include_unfinished``; ``notes`` says which
+    were left out and why.
 
-    Raises ``ValueError`` naming the paths when no run there logged ``metric``.
+    Raises ``ValueError`` naming the paths when no run there is left to report.
     """
-    runs, notes = load_runs(paths, metric)
-    if not runs:
+    runs, left_out = load_runs(paths, metric, include_unfinished)
+    notes: list[str] = []
+    groups = _drop_failed(runs, notes)
+    if not groups:
+        unfinished = any(n.endswith(UNFINISHED) for n in left_out)
+        hint = "; --include-unfinished also counts them" if unfinished else ""
         raise ValueError(
-            f"no run under {', '.join(map(str, paths))} logged {metric} (a run directory holds "
-            f"{METRICS} and {SUMMARY}; point at a sweep dir or outputs/<env>)"
+            f"no {'finished ' if unfinished else ''}run under {', '.join(map(str, paths))} "
+            f"logged {metric} (a run directory holds {METRICS} and {SUMMARY}; point at a sweep "
+            f"dir or outputs/<env>{hint})" + "".join(f"\n  left out: {n}" for n in left_out + notes)
         )
-    groups = group_runs(runs)
+    runs = [r for g in groups for r in g.runs]
     steps, curves = learning_curves(groups, points, reps, seed)
     stats: dict[str, Any] = {
         "source": " ".join(map(str, paths)),
@@ -572,6 +612,7 @@ def report(
         "curves": curves,
         "final": final_scores(groups, reps, seed),
         "improvement": improvement(groups, reps, seed),
+        "left_out": left_out,
         "notes": notes,
     }
     out_dir = Path(out) if out is not None else Path(paths[0]) / "report"
@@ -599,6 +640,11 @@ def report_arguments(p: Any) -> None:
     )
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--points", type=int, default=50, help="points per curve (default 50)")
+    p.add_argument(
+        "--include-unfinished",
+        action="store_true",
+        help="also count runs that did not finish (interrupted, failed, pruned, running)",
+    )
 
 
 def add_report_parser(sub: Any) -> None:
@@ -622,11 +668,24 @@ def report_command(args: Any, extra: list[str] | None = None) -> int:
         print(f"puffer report: {problem}", file=sys.stderr)
         return 2
     try:
-        stats = report(args.paths, args.out, metric=args.metric, points=args.points, reps=args.reps)
+        stats = report(
+            args.paths,
+            args.out,
+            metric=args.metric,
+            points=args.points,
+            reps=args.reps,
+            include_unfinished=args.include_unfinished,
+        )
     except ValueError as e:
         print(f"puffer report: {e}", file=sys.stderr)
         return 1
     out = Path(args.out) if args.out else Path(args.paths[0]) / "report"
+    for note in stats["left_out"]:
+        print(f"left out: {note}")
+    if any(n.endswith(UNFINISHED) for n in stats["left_out"]):
+        print("(--include-unfinished counts the unfinished runs too)")
+    for note in stats["notes"]:
+        print(note)
     for label, f in stats["final"].items():
         lo, hi = f["iqm_ci"]
         print(f"{label}: IQM {f['iqm']:.4g} [{lo:.4g}, {hi:.4g}] over {len(f['scores'])} runs")

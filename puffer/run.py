@@ -157,6 +157,10 @@ class _Attempt:
         self.started = time.time()
         self.summary: dict[str, Any] = {"status": "starting", "env": _label(cfg)}
         self.summary.update(run_dir=str(run_dir), pid=os.getpid(), host=socket.gethostname())
+        # This process's start (a resume keeps the run's `started`): puffer.runs tells a live
+        # process from a reused pid by it.
+        self.summary["attempt_started"] = _now()
+        self.summary["total_timesteps"] = int(cfg.ppo.total_timesteps)
         self.stop = StopFlag()
         self.trainer: Any = None
         self.loggers: Any = None
@@ -165,7 +169,7 @@ class _Attempt:
         self.touched = not self.resuming and self.writer  # finish() writes the summary
         self.sps: deque[float] = deque(maxlen=10)  # the last updates' rates, for the summary
         if self.touched:  # `started` says which run is newest (puffer eval <env>), resumed or not
-            self.summary["started"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+            self.summary["started"] = self.summary["attempt_started"]
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json(run_dir / SUMMARY, self.summary)
 
@@ -177,11 +181,8 @@ class _Attempt:
         # Rank 0 reads the checkpoint and sends it (build): the others need not see run_dir.
         checkpoint = (_latest(run_dir) if writer else run_dir) if self.resuming else None
         self.trainer = trainer = build.make_trainer(cfg, checkpoint)
-        if self.resuming and trainer.done:
-            log.info(
-                "%s already finished at step %s; nothing changed (raise "
-                "ppo.total_timesteps to continue it)", run_dir, f"{trainer.global_step:,}"
-            )  # fmt: skip
+        # Rank 0 reads the run's summary and decides for every rank.
+        if self.resuming and dist.broadcast_object(self._finished() if writer else None):
             return False
         self.touched = writer
         if self.resuming and writer:
@@ -204,6 +205,30 @@ class _Attempt:
         )
         if self.evaluator is not None:
             self.evaluator.sinks = self.loggers.sinks  # videos go to TensorBoard and W&B
+        return True
+
+    def _finished(self) -> bool:
+        """Whether the resumed run has nothing left to do: its step budget is spent, or it ended
+        early as finished (``solved``, ``pruned``) and this budget is no larger than its own.
+        A run that reached the budget without being recorded as finished (interrupted at its
+        end, or resumed with a smaller budget) is recorded as ``completed`` now. Rank 0 only."""
+        trainer, run_dir = self.trainer, self.run_dir
+        saved = read_summary(run_dir) or {}
+        status, budget = saved.get("status"), int(self.cfg.ppo.total_timesteps)
+        step, limit = int(trainer.global_step), _run_budget(run_dir, saved)
+        recorded = "nothing changed"
+        if trainer.done:
+            limit = step
+            if status not in FINISHED:
+                done = {"status": "completed", "global_step": step, "total_timesteps": budget}
+                write_json(run_dir / SUMMARY, {**saved, **done})
+                status, recorded = "completed", "recorded it as completed"
+        elif status not in STOPPED_EARLY or budget > limit:
+            return False
+        log.info(
+            "%s already finished (%s at step %s); %s (raise ppo.total_timesteps above %s to "
+            "continue it)", run_dir, status, f"{step:,}", recorded, f"{limit:,}"
+        )  # fmt: skip
         return True
 
     def train(self) -> None:
@@ -296,6 +321,24 @@ class _Attempt:
                 trainer.close()
             if self.touched:
                 write_json(run_dir / SUMMARY, summary)
+
+
+FINISHED = ("completed", "solved", "pruned")  # a run in one of these has nothing left to do
+STOPPED_EARLY = ("solved", "pruned")  # ended by a sink (StopRun) before its step budget
+
+
+def _run_budget(run_dir: Path, summary: dict[str, Any]) -> int:
+    """The step budget the run last trained with: its summary's ``total_timesteps`` (older runs:
+    the run's own ``.hydra/config.yaml``)."""
+    budget = summary.get("total_timesteps")
+    if isinstance(budget, int):
+        return budget
+    saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    return int(OmegaConf.select(saved, "ppo.total_timesteps", default=0))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _label(cfg: DictConfig) -> str:

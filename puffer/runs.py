@@ -30,6 +30,7 @@ __all__ = [
     "add_runs_parser",
     "find_run",
     "find_run_dirs",
+    "live_writer",
     "read_overrides",
     "read_run",
     "read_summary",
@@ -80,17 +81,22 @@ def read_overrides(run_dir: str | os.PathLike[str]) -> list[str]:
     return [str(o) for o in loaded or []]
 
 
-def find_run(env: str, outputs: str | os.PathLike[str] = "outputs") -> Path:
-    """The run directory of ``env`` under ``outputs`` that started last and has a checkpoint
-    (``started`` in summary.json; a resumed old run is not the newest)."""
+def find_run(
+    env: str, outputs: str | os.PathLike[str] = "outputs", asked: str | None = None
+) -> Path:
+    """The run directory under ``outputs/<env>`` that started last and has a checkpoint
+    (``started`` in summary.json; a resumed old run is not the newest). ``env`` is the run
+    directory's env part (``puffer.envs.config.env_label``); ``asked``, what the user typed
+    (``ale_py:ALE/Pong-v5``), names it in the error."""
     base = Path(outputs) / env
     runs = sorted(
         (d for d in base.glob("*") if CheckpointDir(d / "checkpoints").latest() is not None),
         key=lambda d: ((read_summary(d) or {}).get("started") or "", d.name),
     )
     if not runs:
+        asked = asked or env
         raise FileNotFoundError(
-            f"no trained run of {env!r} under {base}/ (train one: puffer train {env}, "
+            f"no trained run of {asked!r} under {base}/ (train one: puffer train {asked}, "
             "or name a run directory: python -m puffer.eval run=<run dir>)"
         )
     return runs[-1]
@@ -265,21 +271,41 @@ def _config_policy(run_dir: Path) -> str:
     return ""
 
 
-def _alive(run_dir: Path, summary: dict[str, Any], now: float) -> bool:
-    """Whether the process writing ``run_dir`` still runs: its pid when the summary records one
-    (on this host), else a write to summary.json or metrics.jsonl within ``STALE_SECONDS``."""
+def _pid_alive(summary: dict[str, Any]) -> bool | None:
+    """Whether the process the summary records (``pid`` on ``host``) still runs; None when that
+    cannot be told here (no pid recorded, or another host). A reused pid (a process started after
+    the run) does not count."""
     import socket
 
     import psutil
 
     pid, host = summary.get("pid"), summary.get("host")
-    if isinstance(pid, int) and host == socket.gethostname():
-        try:
-            started = psutil.Process(pid).create_time()
-        except psutil.Error:
-            return False
-        begun = _start_time(summary)
-        return begun is None or started <= begun + 1.0  # not a reused pid
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return None
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.Error:
+        return False
+    begun = _start_time({"started": summary.get("attempt_started")}) or _start_time(summary)
+    return begun is None or started <= begun + 1.0  # a resume's process began at its attempt
+
+
+def live_writer(run_dir: str | os.PathLike[str]) -> tuple[int, str] | None:
+    """``(pid, host)`` of the process still training in ``run_dir``: its summary says
+    ``running``/``starting`` and that pid lives on this host; else None (a finished or crashed
+    run, or one whose process cannot be checked from here: no pid, another host)."""
+    summary = read_summary(run_dir) or {}
+    if summary.get("status") in LIVE and _pid_alive(summary):
+        return int(summary["pid"]), str(summary["host"])
+    return None
+
+
+def _alive(run_dir: Path, summary: dict[str, Any], now: float) -> bool:
+    """Whether the process writing ``run_dir`` still runs: its pid when the summary records one
+    (on this host), else a write to summary.json or metrics.jsonl within ``STALE_SECONDS``."""
+    alive = _pid_alive(summary)
+    if alive is not None:
+        return alive
     mtimes = []
     for name in (SUMMARY, METRICS):
         try:
@@ -315,6 +341,7 @@ def read_run(run_dir: str | os.PathLike[str], now: float | None = None) -> RunRo
     except (FileNotFoundError, ValueError):
         overrides = []
     shown = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/", "env="))]
+    shown = _with_budget(shown, summary.get("total_timesteps"), (run_dir / "resumes").is_dir())
     steps = summary.get("global_step")
     if status == "running" or steps is None:
         last = _last_jsonl_row(run_dir / METRICS)
@@ -341,6 +368,17 @@ def read_run(run_dir: str | os.PathLike[str], now: float | None = None) -> RunRo
         start_time=float(start) if start is not None else None,
         error=error,
     )
+
+
+def _with_budget(overrides: list[str], budget: Any, resumed: bool) -> list[str]:
+    """``overrides`` with the step budget the run last trained with (a resume may have changed
+    it: summary.json's ``total_timesteps``) in place of the one it started with."""
+    key = "ppo.total_timesteps="
+    if not isinstance(budget, int):
+        return overrides
+    if any(o.startswith(key) for o in overrides):
+        return [f"{key}{budget}" if o.startswith(key) else o for o in overrides]
+    return [*overrides, f"{key}{budget}"] if resumed else overrides
 
 
 def _start_time(summary: dict[str, Any]) -> float | None:
