@@ -31,8 +31,9 @@ from puffer.env import Buffers
 CMD, STATUS, INFO, SEED = 0, 1, 2, 3
 # Commands.
 STEP, RESET, CALL, CLOSE = 1, 2, 3, 4
-# Statuses.
-BUSY, OK, ERROR = 0, 1, 2
+# Statuses. UNSUPPORTED: a called method raised NotImplementedError (e.g. an env without state());
+# the env is intact, the reply is the message.
+BUSY, OK, ERROR, UNSUPPORTED = 0, 1, 2, 3
 
 _ALIGN = 64
 _IDLE_CHECK = 0.5  # seconds between checks that the parent is alive while idle
@@ -199,6 +200,11 @@ def main(a: WorkerArgs) -> None:
                 if infos:
                     blob = pickle.dumps(infos, protocol=5)
                 status = OK
+            except NotImplementedError as e:
+                if cmd != CALL:
+                    status, reply, blob = ERROR, pickle.dumps(_error(e)), b""
+                else:
+                    status, reply, blob = UNSUPPORTED, pickle.dumps(str(e)), b""
             except BaseException as e:
                 status, reply, blob = ERROR, pickle.dumps(_error(e)), b""
             overflow = len(blob) > len(info)

@@ -24,6 +24,7 @@ __all__ = [
     "make_trainer",
     "make_vecenv",
     "reload",
+    "rows_per_env",
 ]
 
 GROUPS = ("env", "vector", "policy", "ppo", "logger", "checkpoint")
@@ -96,6 +97,17 @@ def make_vecenv(
             **options,
         )
     except (ValueError, TypeError) as e:  # bad vector settings or env kwargs
+        raise ConfigError(f"cannot make the env: {e}") from e
+
+
+def rows_per_env(cfg: DictConfig) -> int:
+    """Rows one env of ``cfg.env`` takes: its agents (1 for a one-agent env); a PettingZoo or
+    custom env is built once to tell. Raises ``ConfigError`` when the env rejects its settings."""
+    from puffer import vector
+
+    try:
+        return vector.rows_per_env(*creator(cfg.env, training=False))
+    except (ValueError, TypeError) as e:
         raise ConfigError(f"cannot make the env: {e}") from e
 
 

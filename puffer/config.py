@@ -25,7 +25,7 @@ from puffer import checks, dist
 from puffer.checkpoint import CheckpointDir
 from puffer.device import check_device
 from puffer.dist import DistConfig
-from puffer.envs.config import EnvConfig, env_label
+from puffer.envs.config import EnvConfig, env_label, rows_per_env
 from puffer.evaluation import PeriodicEvalConfig
 from puffer.policy import PolicyConfig
 from puffer.ppo.config import PPOConfig
@@ -332,7 +332,11 @@ def validate(cfg: DictConfig) -> None:
     """
     _check_schema_keys(cfg, OmegaConf.structured(TrainConfig))
     _validate_dataclass(cfg.env, "env")
-    _validate_dataclass(cfg.vector, "vector", rows_known=cfg.env.name != "custom")
+    try:
+        rows = rows_per_env(cfg.env)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from None
+    _validate_dataclass(cfg.vector, "vector", rows_per_env=rows)
     try:
         check_device(cfg.device)
     except ValueError as e:

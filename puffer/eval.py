@@ -55,6 +55,7 @@ class EvalResult:
     lengths: list[int]
     checkpoint: Path
     global_step: int
+    rows_per_env: int = 1  # agents per env: episodes are theirs, videos whole envs'
 
     @property
     def mean(self) -> float:
@@ -105,16 +106,18 @@ def evaluate(
     deterministic: bool = True,
     render: bool = False,
 ) -> EvalResult:
-    """Play ``episodes`` episodes with the policy saved in ``checkpoint`` on ``cfg``'s env.
+    """Play ``episodes`` episodes with the policy saved in ``checkpoint`` on ``cfg``'s env
+    (``evaluation.play``; on a multi-agent env an episode is one agent's).
 
     Raises ``CheckpointError`` naming the file when it does not fit ``cfg``'s policy.
     """
     from puffer.device import resolve_device
-    from puffer.evaluation import play
+    from puffer.evaluation import eval_rows, play
 
     path = Path(checkpoint)
     saved = ckpt.load(path)
-    rows = max(1, min(episodes, MAX_ROWS))
+    per_env = build.rows_per_env(cfg)
+    rows = eval_rows(episodes, per_env, MAX_ROWS)
     vecenv = build.make_vecenv(cfg, num_envs=rows, backend="serial", training=False)
     try:
         policy = build.make_policy(cfg, vecenv)
@@ -126,7 +129,8 @@ def evaluate(
         )
     finally:
         vecenv.close()
-    return EvalResult(returns, lengths, path, int(saved["meta"].get("global_step", 0)))
+    step = int(saved["meta"].get("global_step", 0))
+    return EvalResult(returns, lengths, path, step, per_env)
 
 
 def _load_policy(policy: Any, saved: dict[str, Any], path: Path) -> None:
@@ -203,7 +207,8 @@ def _evaluate_and_record(cfg: DictConfig) -> None:
     if cfg.video:
         from puffer.video import videos_of_run
 
-        paths = videos_of_run(run_dir, cfg.checkpoint, episodes=cfg.episodes, cfg=run)
+        games = -(-cfg.episodes // result.rows_per_env)  # whole envs, as many as evaluated
+        paths = videos_of_run(run_dir, cfg.checkpoint, episodes=games, cfg=run)
         print(f"videos: {', '.join(str(p) for p in paths)} (also in TensorBoard/W&B as eval/video)")
 
 

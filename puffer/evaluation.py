@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Evaluator", "PeriodicEvalConfig", "StopAt", "make_evaluator", "play"]
+__all__ = ["Evaluator", "PeriodicEvalConfig", "StopAt", "eval_rows", "make_evaluator", "play"]
 
 MAX_ROWS = 16  # eval env rows stepped together; each plays its share of the episodes
 SEED_OFFSET = 1_000_003  # eval episodes start from other states than the training rows
@@ -61,6 +61,14 @@ class PeriodicEvalConfig:
         return self.every or (10 if self.stop_at is not None else 0)
 
 
+def eval_rows(episodes: int, rows_per_env: int, max_rows: int) -> int:
+    """Env rows to play ``episodes`` episodes on: whole envs of ``rows_per_env`` rows (one per
+    agent), enough for every episode to start at the reset (``ceil(episodes / rows_per_env)``
+    envs) but at most ``max_rows`` rows, and at least one env."""
+    envs = min(-(-episodes // rows_per_env), max(1, max_rows // rows_per_env))
+    return envs * rows_per_env
+
+
 def play(
     policy: Any,
     vecenv: Any,
@@ -72,7 +80,11 @@ def play(
 ) -> tuple[list[float], list[int]]:
     """Returns and lengths of ``episodes`` episodes of ``policy`` on ``vecenv`` (each row plays
     its share), from ``vecenv.reset(seed)``. Uses ``policy.predict``; no gradients.
-    ``after_step()`` runs after every step (e.g. to render)."""
+    ``after_step()`` runs after every step (e.g. to render).
+
+    A row is an agent: on a multi-agent env an episode is one agent's, and with more rows than
+    ``episodes`` the first ``episodes`` rows count their first episode while the others play
+    along uncounted (their envs' agents must all play)."""
     import torch
 
     rows = vecenv.num_envs
@@ -124,7 +136,8 @@ class StopAt:
 class Evaluator:
     """Runs the periodic evaluation of one training run; see the module docstring.
 
-    ``make_vecenv(num_envs)`` builds the eval rows (a serial VecEnv of the run's env).
+    ``make_vecenv(num_envs)`` builds the eval rows (a serial VecEnv of the run's env), whole envs
+    of ``rows_per_env`` rows (its agents) each.
     ``config`` is the run's composed config as a plain dict (saved with the best checkpoint).
     """
 
@@ -138,6 +151,7 @@ class Evaluator:
         config: Mapping[str, Any] | None = None,
         video_cfg: Any = None,
         is_objective: bool = False,
+        rows_per_env: int = 1,
     ):
         self.settings = settings
         self.run_dir = Path(run_dir)
@@ -146,7 +160,7 @@ class Evaluator:
         self.video_cfg = video_cfg  # the run's DictConfig, to build a rendering env for videos
         self.is_objective = is_objective  # objective=eval: the run's objective is self.last
         self.best = _saved_best(self.run_dir / "checkpoints" / "best.pt")  # a resumed run's
-        self.vecenv = make_vecenv(min(settings.episodes, MAX_ROWS))
+        self.vecenv = make_vecenv(eval_rows(settings.episodes, rows_per_env, MAX_ROWS))
         self.last: float | None = None
         self.sinks: list[Any] = []  # the run's sinks, for videos (set by the run loop)
 
@@ -232,4 +246,5 @@ def make_evaluator(cfg: Any, run_dir: str | Path) -> Evaluator | None:
         config=OmegaConf.to_container(cfg, resolve=False),
         video_cfg=cfg,
         is_objective=cfg.objective == "eval",
+        rows_per_env=build.rows_per_env(cfg),
     )

@@ -259,7 +259,7 @@ def load_policy(
         cfg = build.reload(run_dir, OmegaConf.create())  # the run's own config, nothing on top
     path = _checkpoint_path(run_dir, checkpoint)
     saved = ckpt.load(path)
-    vecenv = build.make_vecenv(cfg, num_envs=1, backend="serial")
+    vecenv = build.make_vecenv(cfg, num_envs=build.rows_per_env(cfg), backend="serial")  # one env
     try:
         policy = build.make_policy(cfg, vecenv)
     finally:

@@ -48,6 +48,7 @@ __all__ = [
     "check_worker_options",
     "layout",
     "make",
+    "rows_per_env",
 ]
 
 BACKENDS = ("serial", "multiprocessing")
@@ -83,6 +84,11 @@ class WorkerError(RuntimeError):
             self.exitcode,
             self.worker_traceback,
         )
+
+
+class _Unsupported(NotImplementedError):
+    """A worker's env does not support a called method (``state()`` of an env that cannot save
+    its state): every worker answered and the env stays usable, as with ``Serial``."""
 
 
 # --- planning: probe the creator, check the configuration -----------------------------------------
@@ -136,20 +142,26 @@ class VectorConfig:
     timeout: float = 60.0  # seconds a worker may take to answer before TimeoutError
     start_method: str | None = None  # fork | spawn | forkserver (None: fork on Linux)
 
-    def validate(self, rows_known: bool = True) -> None:
+    def validate(self, rows_per_env: int | None = 1) -> None:
         """Raise ``ValueError`` naming ``vector.<key>`` and the fix, before any worker starts.
 
-        Checks the backend, the split of rows into workers and batches (``layout``; skipped when
-        not ``rows_known``: a custom creator may return several rows per call, which ``make``
-        learns by calling it) and, for multiprocessing, the worker options.
+        Checks the backend, the split of rows into whole envs of ``rows_per_env`` rows (their
+        agents), workers and batches (``layout``; skipped when ``rows_per_env`` is None: a custom
+        creator may return several rows per call, which ``make`` learns by calling it) and, for
+        multiprocessing, the worker options.
         """
         try:
             if self.backend not in BACKENDS:
                 raise ValueError(f"backend={self.backend!r}: use one of {', '.join(BACKENDS)}")
             parallel = self.backend == "multiprocessing"
-            if rows_known:
+            if rows_per_env is not None:
                 nums = (self.num_envs, self.num_workers, self.batch_size)
-                layout(*nums, parallel=parallel, oversubscribe=self.oversubscribe)
+                layout(
+                    *nums,
+                    parallel=parallel,
+                    oversubscribe=self.oversubscribe,
+                    rows_per_env=rows_per_env,
+                )
             if parallel:
                 check_worker_options(self.start_method, self.timeout)
         except ValueError as e:
@@ -201,6 +213,20 @@ def _probe(
     return Recipe(env_creator, env_kwargs, "one", 1), env, original
 
 
+def rows_per_env(env_creator: Any, env_kwargs: dict[str, Any] | None = None) -> int:
+    """Rows one env of ``env_creator`` takes: its agents (1 for a one-agent env). A built-in env's
+    registry answers; any other creator is called once and its env closed. Raises as ``make``."""
+    env_kwargs = dict(env_kwargs or {})
+    if isinstance(env_creator, str):
+        import puffer.envs
+
+        with contextlib.suppress(KeyError):  # an unknown name: _probe's error below
+            return puffer.envs.spec(env_creator).rows_per_env(**env_kwargs)
+    recipe, probe, _ = _probe(env_creator, env_kwargs)
+    probe.close()
+    return recipe.rows_per_env
+
+
 def layout(
     num_envs: int,
     num_workers: int | None = None,
@@ -227,7 +253,7 @@ def layout(
         fits = f"{up - k} or {up}" if num_envs > k else str(up)
         raise ValueError(
             f"num_envs={num_envs} is not a multiple of the {k} rows each env_creator() call "
-            f"returns: use num_envs={fits}"
+            f"returns (one row per agent): use num_envs={fits}"
         )
     units = num_envs // k  # creator calls (or rows of a built-in env)
     cores = _cores()
@@ -789,6 +815,8 @@ class Multiprocessing(_Blocks):
         """Run ``fn``; on any failure (or Ctrl-C) close the env so that it never hangs later."""
         try:
             return fn()
+        except _Unsupported:
+            raise
         except BaseException as e:
             self._failure = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             self.close()
@@ -812,10 +840,14 @@ class Multiprocessing(_Blocks):
             self._command(w, _worker.CALL, f"{method}()")
             self._conns[w].send((method, a))
         deadline = time.monotonic() + self.timeout
-        out = []
+        out, unsupported = [], None
         for w in workers:
             self._finish(w, deadline)
             out.append(self._receive(w, deadline))
+            if self._ctrl[w, _worker.STATUS] == _worker.UNSUPPORTED:
+                unsupported = out[-1]
+        if unsupported is not None:  # every worker answered: the env stays usable
+            raise _Unsupported(unsupported)
         return out
 
     def state(self) -> dict[str, Any]:

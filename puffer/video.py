@@ -71,23 +71,25 @@ def _text_image(text: str) -> np.ndarray:
 
 
 def make_render_env(cfg: Any, seed: int) -> Any:
-    """A one-row serial VecEnv of ``cfg``'s env that renders images when the env can
-    (``render_mode="rgb_array"``), text otherwise; separate from any training rows."""
+    """A serial VecEnv of one whole env of ``cfg`` (one row, or one per agent of a multi-agent
+    env) that renders images when the env can (``render_mode="rgb_array"``), text otherwise;
+    separate from any training rows."""
     from puffer import vector
     from puffer.envs.config import creator as env_creator
 
     creator, kwargs = env_creator(cfg.env)
+    rows = vector.rows_per_env(creator, kwargs)
     try:
         return vector.make(
             creator,
-            num_envs=1,
+            num_envs=rows,
             backend="serial",
             seed=seed,
             env_kwargs={**kwargs, "render_mode": "rgb_array"},
         )
     except TypeError:  # the env takes no render_mode: it draws text
         return vector.make(
-            creator, num_envs=1, backend="serial", seed=seed, env_kwargs=kwargs or None
+            creator, num_envs=rows, backend="serial", seed=seed, env_kwargs=kwargs or None
         )
 
 
@@ -102,27 +104,36 @@ def _shrink(frame: np.ndarray) -> np.ndarray:
 def record(
     policy: Any, vecenv: Any, episodes: int, *, seed: int, max_frames: int = 1000
 ) -> list[Episode]:
-    """Play ``episodes`` episodes on row 0 of the one-row ``vecenv`` with ``policy``'s
-    deterministic actions, keeping a frame per step (at most ``max_frames`` per episode; frames
-    wider than ``MAX_WIDTH`` pixels are subsampled)."""
+    """Play ``episodes`` episodes of the one env of ``vecenv`` (its rows are the env's agents)
+    with ``policy``'s deterministic actions, keeping a frame of ``render(0)`` per step (at most
+    ``max_frames`` per episode; frames wider than ``MAX_WIDTH`` pixels are subsampled). An
+    episode ends once every row's has: its return is the mean of the agents', its length the
+    longest."""
     import torch
 
     out: list[Episode] = []
+    rows = vecenv.num_envs
     obs, _ = vecenv.reset(seed)
-    state = policy.initial_state(1, torch.device("cpu")) if policy.is_recurrent else None
+    state = policy.initial_state(rows, torch.device("cpu")) if policy.is_recurrent else None
     frames: list[np.ndarray] = []
+    ended, returns, lengths = np.zeros(rows, bool), [], []
     with torch.no_grad():
         while len(out) < episodes:
             if len(frames) < max_frames:
                 frames.append(_shrink(frame_of(vecenv.render(0))))
             actions, state = policy.predict(obs, state, deterministic=True)
             obs, _, term, trunc, infos = vecenv.step(actions)
-            if term[0] or trunc[0]:
-                ret = infos.get("episode_return", [float("nan")])
-                length = infos.get("episode_length", [len(frames)])
-                out.append(Episode(np.stack(frames), float(ret[0]), int(length[0])))
-                frames = []
-                state = policy.reset_state(state, torch.as_tensor(term | trunc))
+            done = term | trunc
+            if done.any():
+                n = int(done.sum())
+                ended |= done
+                returns += [float(r) for r in infos.get("episode_return", [float("nan")] * n)]
+                lengths += [int(k) for k in infos.get("episode_length", [len(frames)] * n)]
+                state = policy.reset_state(state, torch.as_tensor(done))
+            if ended.all():
+                out.append(Episode(np.stack(frames), float(np.mean(returns)), max(lengths)))
+                frames, returns, lengths = [], [], []
+                ended[:] = False
     return out
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "creator",
     "make_atari",
     "make_gymnasium",
+    "num_agents",
 ]
 
 FAMILIES = ("gymnasium", "atari", "mujoco", "pettingzoo")
@@ -120,6 +121,25 @@ def check(env: Any) -> None:
     check_wrappers(wrappers)
     if name == "gymnasium":  # any space may come: build one env and look (fast for most envs)
         _check_spaces(env_id, kwargs, wrappers)
+
+
+def num_agents(env: Any) -> int:
+    """The agents (rows) of the PettingZoo env the config ``env`` (``env=pettingzoo``) names,
+    from building it once. Raises ``EnvSettingError`` naming ``env.creator`` when that fails."""
+    _, _, env_creator, kwargs, _ = _settings(env)
+    try:
+        made = make_pettingzoo(env_creator, **kwargs)
+    except EnvSettingError:
+        raise
+    except Exception as e:
+        raise EnvSettingError(
+            f"env.creator={env_creator} with env.kwargs={kwargs}: building the env failed: "
+            f"{type(e).__name__}: {e}"
+        ) from None
+    try:
+        return made.num_envs
+    finally:
+        made.close()
 
 
 def _check_spaces(env_id: str, kwargs: dict[str, Any], wrappers: list[Any]) -> None:

@@ -46,6 +46,23 @@ def _spaces(env: Any) -> tuple[Space, Space, Space]:
     return original, obs_space, from_gymnasium(env.action_space(first))
 
 
+def _to_parallel(env: Any) -> Any:
+    """A Parallel env of the AEC ``env``; ``ValueError`` for a turn-based one (pettingzoo's
+    ``aec_to_parallel`` takes only envs whose metadata says ``is_parallelizable``)."""
+    from pettingzoo.utils.conversions import aec_to_parallel
+
+    if not env.metadata.get("is_parallelizable", False):
+        name = env.metadata.get("name", type(env.unwrapped).__name__)
+        env.close()
+        raise ValueError(
+            f"PettingZooEnv: {name} is a turn-based AEC env, which cannot be converted to a "
+            "Parallel env (where all agents act at once): puffer trains Parallel envs; use the "
+            "game's parallel_env if it has one, or, if every agent may safely act each step, "
+            "set metadata['is_parallelizable'] = True in the AEC env"
+        )
+    return aec_to_parallel(env)
+
+
 class PettingZooEnv(VecEnv):
     """A PettingZoo Parallel (or AEC) env as a ``VecEnv`` of ``len(possible_agents)`` rows."""
 
@@ -53,9 +70,7 @@ class PettingZooEnv(VecEnv):
         from pettingzoo.utils.env import AECEnv
 
         if isinstance(env, AECEnv):
-            from pettingzoo.utils.conversions import aec_to_parallel
-
-            env = aec_to_parallel(env)
+            env = _to_parallel(env)
         self.env = env
         self.agents = list(env.possible_agents)
         self.rows = {a: i for i, a in enumerate(self.agents)}

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EnvConfig", "creator", "env_label", "import_creator"]
+__all__ = ["EnvConfig", "creator", "env_label", "import_creator", "rows_per_env"]
 
 CUSTOM_HINT = "env=custom env.creator=<module:callable>"
 
@@ -117,6 +117,25 @@ def creator(env: Any, training: bool = True) -> tuple[Any, dict[str, Any]]:
     if env.name == "custom":
         return import_creator(env.creator), kwargs
     return env.name, kwargs
+
+
+def rows_per_env(env: Any) -> int | None:
+    """Rows one copy of the env takes (its agents; 1 for a one-agent env), for the check of
+    ``vector.num_envs`` before any run directory exists; None for ``custom`` (``make`` learns it by
+    calling the creator). A PettingZoo env is built once: ``EnvSettingError`` (a ``ValueError``)
+    naming ``env.creator`` when that fails, e.g. for a turn-based AEC env."""
+    from omegaconf import OmegaConf
+
+    from puffer import emulation, envs
+
+    if env.name == "custom":
+        return None
+    if env.name == "pettingzoo":
+        return emulation.num_agents(env)
+    if env.name in emulation.FAMILIES:
+        return 1
+    kwargs = OmegaConf.to_container(env.kwargs) if OmegaConf.is_config(env.kwargs) else env.kwargs
+    return envs.spec(env.name).rows_per_env(**dict(kwargs or {}))
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:

@@ -189,8 +189,8 @@ def _load_rng(trainer: Trainer, rng: dict[str, Any], device_type: str) -> list[s
 
 def _load_env(trainer: Trainer, env_state: Any, layout: dict[str, Any] | None) -> str | None:
     """Restore the VecEnv's state; None when it was, else why not (for the warning)."""
-    if env_state is None:
-        return "fresh episodes (the env's state was not saved)" if layout is None else None
+    if env_state is None:  # e.g. a PettingZoo env: its state() raises NotImplementedError
+        return "fresh episodes (the env cannot save its state)"
     here = env_layout(trainer)
     diff = [f"{k} {layout[k]} -> {here[k]}" for k in LAYOUT_KEYS if layout and layout[k] != here[k]]
     if not diff:
