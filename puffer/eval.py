@@ -194,6 +194,7 @@ def _task(cfg: DictConfig) -> None:
 
 
 def _evaluate_and_record(cfg: DictConfig) -> None:
+    """Evaluate the run's checkpoint, print the result line and, with ``video``, write videos."""
     run_dir = Path(cfg.run)
     run = load(cfg)
     path = _checkpoint_path(run_dir, cfg.checkpoint)
