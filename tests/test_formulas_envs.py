@@ -697,3 +697,24 @@ def test_a_registered_vec_without_rows_per_env_takes_one_row(monkeypatch):
     monkeypatch.setattr(envs, "_REGISTRY", dict(envs._REGISTRY))
     envs.register("plain_q", lambda num_envs=1, **kw: None, None, "a plain factory")
     assert envs.spec("plain_q").rows_per_env() == 1
+
+
+def test_reach_renders_the_first_game_by_default():
+    from puffer.envs.reach import ReachVec
+
+    env = ReachVec(2, num_agents=1, size=4, seed=0)
+    env.reset()
+    place(env, [(0, 0), (3, 3)], [(1, 0), (0, 3)])
+    assert env.render() == env.render(0) != env.render(1)
+
+
+def test_reach_writes_into_the_buffers_it_is_given():
+    from puffer.env import Buffers
+    from puffer.envs.reach import ReachVec
+
+    probe = ReachVec(4)
+    buffers = Buffers.allocate(probe.single_observation_space, probe.single_action_space, 4)
+    env = ReachVec(4, buffers=buffers, seed=0)
+    obs, *_ = env.reset()
+    assert env.observations is buffers.observations and np.shares_memory(obs, buffers.observations)
+    assert buffers.observations.any() and env.masks is buffers.masks

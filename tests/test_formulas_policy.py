@@ -892,3 +892,11 @@ def test_lstm_sequence_with_a_start_only_at_the_second_step():
             _, value, step_state = policy(obs[:, t], step_state, starts[:, t])
             expected.append(value)
     torch.testing.assert_close(values, torch.stack(expected, 1))
+
+
+def test_running_norm_defaults():
+    from puffer.policy.norm import RunningNorm
+
+    norm = RunningNorm(3)
+    assert (norm.clip, norm.eps, norm.enabled) == (10.0, 1e-8, False)
+    assert norm.mean.dtype == norm.var.dtype == norm.count.dtype == torch.float64
