@@ -199,8 +199,17 @@ def test_ctrl_c_during_eval_exits_130_without_a_traceback(helpers, tmp_path):
     trained = helpers.run_module("puffer.train", *args, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     run_dir = helpers.only_run(tmp_path)
-    proc = helpers.start_module(
-        "puffer.eval", f"run={run_dir}", "episodes=2", "+env.kwargs.delay=0.05", cwd=tmp_path
+    # As from a terminal: SIGINT at its default (a pytest-xdist worker ignores it, and an ignored
+    # signal stays ignored in a child, where Python then installs no KeyboardInterrupt handler).
+    args = [f"run={run_dir}", "episodes=2", "+env.kwargs.delay=0.05"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "puffer.eval", *args],
+        cwd=tmp_path,
+        env=helpers.clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not (tmp_path / "stepping").exists() and proc.poll() is None:
