@@ -336,7 +336,11 @@ def validate(cfg: DictConfig) -> None:
         rows = rows_per_env(cfg.env)
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from None
-    _validate_dataclass(cfg.vector, "vector", rows_per_env=rows)
+    torchrun, nproc = dist.torchrun_world(), cfg.dist.nproc
+    ranks = (
+        torchrun.world_size if torchrun else nproc if isinstance(nproc, int) and nproc > 0 else 1
+    )
+    _validate_dataclass(cfg.vector, "vector", rows_per_env=rows, ranks=ranks)
     try:
         check_device(cfg.device)
     except ValueError as e:

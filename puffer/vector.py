@@ -142,20 +142,22 @@ class VectorConfig:
     timeout: float = 60.0  # seconds a worker may take to answer before TimeoutError
     start_method: str | None = None  # fork | spawn | forkserver (None: fork on Linux)
 
-    def validate(self, rows_per_env: int | None = 1) -> None:
+    def validate(self, rows_per_env: int | None = 1, ranks: int = 1) -> None:
         """Raise ``ValueError`` naming ``vector.<key>`` and the fix, before any worker starts.
 
         Checks the backend, the split of rows into whole envs of ``rows_per_env`` rows (their
         agents), workers and batches (``layout``; skipped when ``rows_per_env`` is None: a custom
         creator may return several rows per call, which ``make`` learns by calling it) and, for
-        multiprocessing, the worker options.
+        multiprocessing, the worker options. Under torch.distributed each of the ``ranks`` steps
+        ``num_envs / ranks`` rows with these workers and batches: that share is checked.
         """
+        rows = self.num_envs // ranks if ranks > 1 and self.num_envs % ranks == 0 else self.num_envs
         try:
             if self.backend not in BACKENDS:
                 raise ValueError(f"backend={self.backend!r}: use one of {', '.join(BACKENDS)}")
             parallel = self.backend == "multiprocessing"
             if rows_per_env is not None:
-                nums = (self.num_envs, self.num_workers, self.batch_size)
+                nums = (rows, self.num_workers, self.batch_size)
                 layout(
                     *nums,
                     parallel=parallel,
@@ -165,7 +167,8 @@ class VectorConfig:
             if parallel:
                 check_worker_options(self.start_method, self.timeout)
         except ValueError as e:
-            raise ValueError(f"vector.{e}.") from None
+            share = f" (each of {ranks} ranks steps {rows} of the {self.num_envs} rows)"
+            raise ValueError(f"vector.{e}{share if rows != self.num_envs else ''}.") from None
 
 
 def _is_seed(value: Any) -> bool:

@@ -14,6 +14,7 @@ from puffer.ppo.config import PPOConfig
 
 ENVS = ["bandit", "cartpole", "squared", "memory", "reach", "gymnasium", "custom"]
 ENVS += ["atari", "mujoco", "pettingzoo"]  # env families (puffer.emulation)
+MP_8 = ["vector=multiprocessing", "vector.num_envs=8"]
 
 
 def test_groups_have_the_documented_options():
@@ -189,6 +190,15 @@ def test_env_kwargs_typo_suggests_plus_for_new_keys():
         (["env=custom", "env.creator=puffer.envs.cartpole:CartPol"], "Did you mean 'CartPole'"),
         (["checkpoint.keep=0"], "checkpoint.keep=0"),
         (["seed=-1"], "seed=-1: use an int from 0 to 2**63 - 1"),
+        (
+            ["env=reach", "dist.nproc=2", "vector.num_envs=6"],
+            "num_envs=3 is not a multiple of the 2 rows each env_creator() call returns (one row "
+            "per agent): use num_envs=2 or 4 (each of 2 ranks steps 3 of the 6 rows).",
+        ),
+        (
+            [*MP_8, "vector.num_workers=8", "vector.oversubscribe=true", "dist.nproc=2"],
+            "(each of 2 ranks steps 4 of the 8 rows).",
+        ),
         (["seed=9223372036854775808"], "seed=9223372036854775808: use an int from 0"),
         (["resume=/nonexistent/run"], "resume=/nonexistent/run"),
         (["policy.activation=swish"], "policy.activation"),
@@ -301,6 +311,15 @@ def test_one_integer_check_for_every_owner():
     for prefix, fail in failures.items():
         with pytest.raises(ValueError, match=rf"^{prefix}: must be a positive integer"):
             fail()
+
+
+def test_each_rank_s_share_of_rows_is_checked_whole():
+    validate(compose(["env=reach", "dist.nproc=2", "vector.num_envs=8"]))
+    validate(
+        compose(
+            ["vector=multiprocessing", "vector.num_envs=8", "vector.num_workers=2", "dist.nproc=2"]
+        )
+    )
 
 
 def test_the_largest_seed_validates_and_seeds_a_trainer():
