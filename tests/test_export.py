@@ -5,8 +5,6 @@ and a Box action space."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -77,12 +75,8 @@ def _play(run_dir: Path, policy, fmt: str, path: Path, steps: int = 40) -> int:
 def test_exported_policy_matches_the_policy(trained, tmp_path, helpers, kind, fmt):
     run_dir = trained(kind)
     out = tmp_path / f"policy.{fmt}"
-    proc = subprocess.run(
-        [sys.executable, "-m", "puffer.export", f"run={run_dir}", f"format={fmt}", f"out={out}"],
-        env=helpers.clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = helpers.run_module(
+        "puffer.export", f"run={run_dir}", f"format={fmt}", f"out={out}", cwd=tmp_path, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
     info = json.loads(export.descriptor(out).read_text())
@@ -95,22 +89,14 @@ def test_exported_policy_matches_the_policy(trained, tmp_path, helpers, kind, fm
 
 def test_puffer_export_cli_writes_into_the_run_dir(trained, helpers, tmp_path):
     run_dir = trained("mlp")
-    proc = subprocess.run(
-        [sys.executable, "-m", "puffer", "export", str(run_dir), "--format", "onnx"],
-        env=helpers.clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = helpers.run_module(
+        "puffer", "export", str(run_dir), "--format", "onnx", cwd=tmp_path, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
     assert (run_dir / "export" / "policy.onnx").is_file()
     assert "checked against the policy" in proc.stdout
-    again = subprocess.run(
-        [sys.executable, "-m", "puffer", "export", str(run_dir), "--format", "torchscript"],
-        env=helpers.clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    again = helpers.run_module(
+        "puffer", "export", str(run_dir), "--format", "torchscript", cwd=tmp_path, timeout=300
     )
     assert again.returncode == 0, again.stderr
     for name in ("policy.onnx", "policy.pt"):  # each export keeps its own descriptor
@@ -120,19 +106,7 @@ def test_puffer_export_cli_writes_into_the_run_dir(trained, helpers, tmp_path):
 
 def test_bad_format_and_run_are_named(trained, helpers):
     run_dir = trained("mlp")
-    bad = subprocess.run(
-        [sys.executable, "-m", "puffer.export", f"run={run_dir}", "format=tflite"],
-        env=helpers.clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = helpers.run_module("puffer.export", f"run={run_dir}", "format=tflite", cwd=run_dir)
     assert bad.returncode == 2 and "format=tflite" in bad.stderr and "onnx" in bad.stderr
-    missing = subprocess.run(
-        [sys.executable, "-m", "puffer.export", "run=no/such/run", "format=onnx"],
-        env=helpers.clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    missing = helpers.run_module("puffer.export", "run=no/such/run", "format=onnx", cwd=run_dir)
     assert missing.returncode == 2 and "no/such/run" in missing.stderr

@@ -668,14 +668,18 @@ def test_lstm_run_plan_gives_a_lone_long_run_its_own_call():
     policy = P.LSTM(Box.uniform([3], -1, 1), Discrete(2), [8], lstm_hidden_size=8)
     obs = torch.randn(4, 64, 3, generator=torch.Generator().manual_seed(0))
     state = tuple(torch.randn(4, 8, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
-    seq_starts = torch.from_numpy(starts)
+    assert_sequence_equals_steps(policy, obs, state, torch.from_numpy(starts))
+
+
+def assert_sequence_equals_steps(policy, obs, state, starts) -> None:
+    """``forward_sequence`` over ``(S, T)`` gives the values of ``T`` one-step calls."""
     with torch.no_grad():
-        _, values = policy.forward_sequence(obs, state, seq_starts)
-        step_state, step_values = state, []
-        for t in range(64):
-            _, value, step_state = policy(obs[:, t], step_state, seq_starts[:, t])
-            step_values.append(value)
-    torch.testing.assert_close(values, torch.stack(step_values, 1))
+        _, values = policy.forward_sequence(obs, state, starts)
+        step_state, expected = state, []
+        for t in range(obs.shape[1]):
+            _, value, step_state = policy(obs[:, t], step_state, starts[:, t])
+            expected.append(value)
+    torch.testing.assert_close(values, torch.stack(expected, 1))
 
 
 @pytest.mark.parametrize(
@@ -885,13 +889,7 @@ def test_lstm_sequence_with_a_start_only_at_the_second_step():
     state = tuple(torch.randn(2, 6, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
     starts = torch.zeros(2, 5, dtype=torch.bool)
     starts[1, 1] = True
-    with torch.no_grad():
-        _, values = policy.forward_sequence(obs, state, starts)
-        step_state, expected = state, []
-        for t in range(5):
-            _, value, step_state = policy(obs[:, t], step_state, starts[:, t])
-            expected.append(value)
-    torch.testing.assert_close(values, torch.stack(expected, 1))
+    assert_sequence_equals_steps(policy, obs, state, starts)
 
 
 def test_running_norm_defaults():
