@@ -337,9 +337,9 @@ def validate(cfg: DictConfig) -> None:
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from None
     torchrun, nproc = dist.torchrun_world(), cfg.dist.nproc
-    ranks = (
-        torchrun.world_size if torchrun else nproc if isinstance(nproc, int) and nproc > 0 else 1
-    )
+    world_size = torchrun.world_size if torchrun else None  # ranks torchrun started
+    # The ranks that share the rows (dist's own check below refuses a bad nproc).
+    ranks = world_size or (nproc if isinstance(nproc, int) and nproc > 0 else 1)
     _validate_dataclass(cfg.vector, "vector", rows_per_env=rows, ranks=ranks)
     try:
         check_device(cfg.device)
@@ -359,10 +359,11 @@ def validate(cfg: DictConfig) -> None:
     )
     for key in ("checkpoint.interval", "checkpoint.keep", "torch_threads"):
         positive_int(key, OmegaConf.select(cfg, key), optional=key == "torch_threads")
-    torchrun, num_envs = dist.torchrun_world(), cfg.vector.num_envs
-    ranks = torchrun.world_size if torchrun else None
-    _validate_dataclass(cfg.dist, "dist", num_envs=num_envs, world_size=ranks, device=cfg.device)
-    _validate_dataclass(cfg.ppo, "ppo", num_envs=num_envs // (ranks or cfg.dist.nproc))
+    num_envs = cfg.vector.num_envs
+    _validate_dataclass(
+        cfg.dist, "dist", num_envs=num_envs, world_size=world_size, device=cfg.device
+    )
+    _validate_dataclass(cfg.ppo, "ppo", num_envs=num_envs // ranks)
     _validate_dataclass(cfg.policy, "policy")
     _validate_dataclass(cfg.eval, "eval")
     _require(
